@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 class MLP(nn.Module):
-    """A stack of `num_layers` linear layers with ReLU between them (not after the last).
+    """A stack of `num_layers` linear layers with an activation (ReLU) between them, not after the last.
 
     Parameter names (`layers.{i}.weight`) follow the SAM/SAM2 checkpoints.
     """
@@ -20,12 +22,14 @@ class MLP(nn.Module):
         output_dim: int,
         num_layers: int,
         sigmoid_output: bool = False,
+        activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
     ) -> None:
         super().__init__()
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims_in, dims_out))
         self.sigmoid_output = sigmoid_output
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., input_dim) -> (..., output_dim)."""
@@ -33,7 +37,7 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = F.relu(x)
+                x = self.activation(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

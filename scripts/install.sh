@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install maskvos with its test dependencies into the current Python environment.
+#
+# Without an NVIDIA GPU, a CPU build of PyTorch is installed first (a plain `torch` requirement
+# would pull a multi-GB CUDA build on Linux). The reference implementation sam2==1.1.0 (an sdist,
+# used only by the parity tests) is built without its CUDA extension and without build isolation,
+# after torch, as its own instructions require.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        "$PY" -m pip install "torch>=2.5"
+    else
+        "$PY" -m pip install "torch==2.13.0"
+    fi
+fi
+"$PY" -m pip install -e ".[test]"
+"$PY" -m pip install setuptools wheel
+SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps "sam2==1.1.0"

@@ -1,0 +1,384 @@
+"""Tools for parity tests against Meta's reference implementation (sam2==1.1.0).
+
+- `make_checkpoint` builds the reference model with random, non-trivial weights and saves them as an
+  official-format checkpoint file, which both implementations then load;
+- `reference_predictor` builds the reference `SAM2VideoPredictor` from that file;
+- `MiniLoop` drives our per-frame step functions with the reference predictor's semantics
+  (prompt frames, temporary outputs, preflight memory encoding, forward/backward propagation,
+  corrections), one object per call as the reference does. It is deliberately minimal: the real
+  session lives in `maskvos.inference`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from maskvos.inference.memory_bank import pointer_distances, recent_frame_slots, select_prompted_frames
+from maskvos.model.sam2 import (
+    PIXEL_MEAN,
+    PIXEL_STD,
+    MemoryContext,
+    MemoryFrame,
+    ObjectPointer,
+    SAM2Model,
+)
+
+sam2 = pytest.importorskip("sam2", reason="the reference implementation sam2==1.1.0 is not installed")
+
+REFERENCE_CONFIGS = {
+    "sam2.1-tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1-small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1-base-plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1-large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2-tiny": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2-small": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2-base-plus": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2-large": "configs/sam2/sam2_hiera_l.yaml",
+}
+OBJ_SCORE_BIAS_KEY = "sam_mask_decoder.pred_obj_score_head.layers.2.bias"
+
+
+def _overrides(image_size: int) -> list[str]:
+    if image_size == 1024:
+        return []
+    grid = image_size // 16
+    return [
+        f"++model.image_size={image_size}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{grid},{grid}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{grid},{grid}]",
+    ]
+
+
+def reference_predictor(name: str, checkpoint: str | os.PathLike[str] | None, image_size: int = 1024):
+    """Meta's SAM2VideoPredictor, configured as `build_sam2_video_predictor` does, on the CPU."""
+    from sam2.build_sam import build_sam2_video_predictor
+
+    model = build_sam2_video_predictor(
+        REFERENCE_CONFIGS[name],
+        None if checkpoint is None else str(checkpoint),
+        device="cpu",
+        hydra_overrides_extra=_overrides(image_size),
+    )
+    _patch_bfloat16_memory(model)
+    return model
+
+
+def _patch_bfloat16_memory(model) -> None:
+    """Work around a reference bug on float32 CPU runs.
+
+    The reference stores memories in bfloat16 and concatenates them with float32 object pointers,
+    which promotes the memory to float32. When a frame has no object pointer (an object whose only
+    prompt lies later in the video, tracked before it), the memory stays bfloat16 and the float32
+    memory attention raises a dtype error (on GPU, autocast hides this). We cast the memory to
+    float32 there, which is exactly what the promotion does in every other case.
+    """
+    attention = model.memory_attention
+    original = attention.forward
+
+    def forward(curr, memory, curr_pos=None, memory_pos=None, num_obj_ptr_tokens=0):
+        dtype = curr[0].dtype if isinstance(curr, list) else curr.dtype
+        return original(curr, memory.to(dtype), curr_pos, memory_pos.to(dtype), num_obj_ptr_tokens)
+
+    attention.forward = forward
+
+
+def randomize_(state_dict: dict[str, torch.Tensor], seed: int) -> None:
+    """Re-draw every tensor so that no weight keeps a constant initial value.
+
+    Linear and conv weights get std 1/sqrt(fan_in) (activations keep their scale through depth);
+    norm scales are 1 +- 0.1; biases, embeddings and position embeddings small Gaussians;
+    the memory encoder's layer-scale gammas (initialised to 1e-6) become O(0.1) so the fuser matters.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for key, t in state_dict.items():
+        if not t.is_floating_point():
+            continue
+        noise = torch.randn(t.shape, generator=gen, dtype=torch.float32)
+        if key.endswith("gamma"):
+            new = 0.1 * noise
+        elif key.endswith("weight") and t.ndim >= 2:
+            new = noise / t[0].numel() ** 0.5
+        elif key.endswith("weight"):  # norm scales
+            new = 1.0 + 0.1 * noise
+        elif key.endswith("gaussian_matrix"):
+            new = noise
+        else:
+            new = 0.1 * noise
+        t.copy_(new.to(t.dtype))
+
+
+def make_checkpoint(
+    name: str, path: str | os.PathLike[str], seed: int = 0, obj_score_bias: float = 0.0, image_size: int = 1024
+) -> Path:
+    """Save a random-weight checkpoint in the official format ({"model": state_dict})."""
+    model = reference_predictor(name, None, image_size=image_size)
+    sd = model.state_dict()
+    randomize_(sd, seed)
+    sd[OBJ_SCORE_BIAS_KEY] += obj_score_bias
+    path = Path(path)
+    torch.save({"model": {k: v.clone() for k, v in sd.items()}}, path)
+    return path
+
+
+def synthetic_video(folder: Path, num_frames: int, height: int = 96, width: int = 128, seed: int = 0) -> list[np.ndarray]:
+    """Frames with two textured shapes moving over a textured background, saved as <i>.jpg."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width]
+    background = (rng.random((height // 8 + 1, width // 8 + 1, 3)) * 255).repeat(8, 0).repeat(8, 1)[:height, :width]
+    frames = []
+    for i in range(num_frames):
+        img = background.copy()
+        cx, cy = 30 + 5 * i, 40 + 2 * i
+        disk = (xx - cx) ** 2 + (yy - cy) ** 2 < 18**2
+        img[disk] = [220, 40, 40] + 20 * rng.standard_normal((disk.sum(), 3))
+        x0, y0 = 90 - 4 * i, 20 + 3 * i
+        rect = (xx >= x0) & (xx < x0 + 24) & (yy >= y0) & (yy < y0 + 30)
+        img[rect] = [40, 200, 60] + 20 * rng.standard_normal((rect.sum(), 3))
+        frame = np.clip(img, 0, 255).astype(np.uint8)
+        Image.fromarray(frame).save(folder / f"{i}.jpg", quality=95)
+        frames.append(frame)
+    return frames
+
+
+def synthetic_masks(frame_idx: int, height: int = 96, width: int = 128) -> dict[int, np.ndarray]:
+    """The true masks of the two shapes of `synthetic_video` on a frame, keyed by object id."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    cx, cy = 30 + 5 * frame_idx, 40 + 2 * frame_idx
+    x0, y0 = 90 - 4 * frame_idx, 20 + 3 * frame_idx
+    return {
+        1: (xx - cx) ** 2 + (yy - cy) ** 2 < 18**2,
+        2: (xx >= x0) & (xx < x0 + 24) & (yy >= y0) & (yy < y0 + 30),
+    }
+
+
+def load_frame(path: Path, image_size: int) -> tuple[torch.Tensor, int, int]:
+    """A frame as the model's input: resized to a square, scaled to [0, 1], normalised. Returns (3,S,S), H, W."""
+    img = Image.open(path).convert("RGB")
+    width, height = img.size
+    arr = np.asarray(img.resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.float64) / 255.0
+    x = torch.from_numpy(arr).float().permute(2, 0, 1)
+    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
+    return (x - mean) / std, height, width
+
+
+@dataclass
+class FrameOut:
+    low_res_logits: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    mem_feats: torch.Tensor | None = None
+    mem_pos: torch.Tensor | None = None
+
+
+@dataclass
+class ObjState:
+    cond: dict[int, FrameOut] = field(default_factory=dict)
+    non_cond: dict[int, FrameOut] = field(default_factory=dict)
+    temp_cond: dict[int, FrameOut] = field(default_factory=dict)
+    temp_non_cond: dict[int, FrameOut] = field(default_factory=dict)
+    tracked: dict[int, bool] = field(default_factory=dict)  # frame -> tracked in reverse
+
+
+class MiniLoop:
+    """Our step functions driven with SAM2VideoPredictor's semantics (objects one at a time)."""
+
+    def __init__(self, model: SAM2Model, frame_dir: Path, num_frames: int) -> None:
+        self.model = model
+        self.frame_dir = frame_dir
+        self.num_frames = num_frames
+        self.image_size = model.config.image_size
+        _, self.height, self.width = load_frame(frame_dir / "0.jpg", self.image_size)
+        self.objects: dict[int, ObjState] = {}
+        self._feature_cache: tuple[int, object] | None = None
+
+    def features(self, frame_idx: int):
+        if self._feature_cache is None or self._feature_cache[0] != frame_idx:
+            image, _, _ = load_frame(self.frame_dir / f"{frame_idx}.jpg", self.image_size)
+            self._feature_cache = (frame_idx, self.model.encode_image(image[None]))
+        return self._feature_cache[1]
+
+    def _obj(self, obj_id: int) -> ObjState:
+        return self.objects.setdefault(obj_id, ObjState())
+
+    def video_res(self, low_res: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(low_res, size=(self.height, self.width), mode="bilinear", align_corners=False)
+
+    # ---------------------------------------------------------------- prompts
+    @torch.inference_mode()
+    def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray) -> torch.Tensor:
+        st = self._obj(obj_id)
+        m = torch.from_numpy(mask).float()[None, None]
+        size = (self.image_size, self.image_size)
+        if m.shape[-2:] != size:
+            m = (F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=True) >= 0.5).float()
+        out = self.model.track_frame(self.features(frame_idx), mask_input=m)
+        is_cond = frame_idx not in st.tracked
+        fo = FrameOut(out.low_res_logits, out.obj_ptr, out.object_score_logits)
+        (st.temp_cond if is_cond else st.temp_non_cond)[frame_idx] = fo
+        return self.video_res(out.low_res_logits)
+
+    @torch.inference_mode()
+    def add_points(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None) -> torch.Tensor:
+        st = self._obj(obj_id)
+        pts = torch.zeros(0, 2) if points is None else torch.tensor(points, dtype=torch.float32)
+        lbl = torch.zeros(0, dtype=torch.int32) if labels is None else torch.tensor(labels, dtype=torch.int32)
+        if box is not None:
+            pts = torch.cat([torch.tensor(box, dtype=torch.float32).view(2, 2), pts])
+            lbl = torch.cat([torch.tensor([2, 3], dtype=torch.int32), lbl])
+        pts = pts / torch.tensor([self.width, self.height]) * self.image_size
+        is_init = frame_idx not in st.tracked
+        reverse = False if is_init else st.tracked[frame_idx]
+        temp = st.temp_cond if is_init else st.temp_non_cond
+        prev = temp.get(frame_idx) or st.cond.get(frame_idx) or st.non_cond.get(frame_idx)
+        prev_logits = None if prev is None else prev.low_res_logits.clamp(-32.0, 32.0)
+        memory = None if is_init else self.memory_context(st, frame_idx, reverse)
+        out = self.model.track_frame(
+            self.features(frame_idx), memory=memory, points=(pts[None], lbl[None]), prev_mask_logits=prev_logits
+        )
+        temp[frame_idx] = FrameOut(out.low_res_logits, out.obj_ptr, out.object_score_logits)
+        return self.video_res(out.low_res_logits)
+
+    # ---------------------------------------------------------------- memory
+    def memory_context(self, st: ObjState, frame_idx: int, reverse: bool) -> MemoryContext:
+        cfg = self.model.config
+        selected, unselected = select_prompted_frames(frame_idx, list(st.cond), -1)
+        frames = [MemoryFrame(st.cond[t].mem_feats, st.cond[t].mem_pos, 0) for t in selected]
+        for t_pos, t in recent_frame_slots(frame_idx, cfg.num_maskmem, 1, reverse):
+            out = st.non_cond.get(t) or (st.cond.get(t) if t in unselected else None)
+            if out is not None:
+                frames.append(MemoryFrame(out.mem_feats, out.mem_pos, t_pos))
+        prompted, recent, max_distance = pointer_distances(
+            frame_idx,
+            selected,
+            self.num_frames,
+            reverse=reverse,
+            signed=cfg.use_signed_tpos_enc_to_obj_ptrs,
+        )
+        pointers = [ObjectPointer(st.cond[t].obj_ptr, d) for t, d in prompted]
+        for t, d in recent:
+            out = st.non_cond.get(t) or (st.cond.get(t) if t in unselected else None)
+            if out is not None:
+                pointers.append(ObjectPointer(out.obj_ptr, d))
+        return MemoryContext(frames=frames, pointers=pointers, max_ptr_distance=max_distance)
+
+    def _encode(self, frame_idx: int, low_res: torch.Tensor, high_res: torch.Tensor | None, scores, binarize: bool):
+        if high_res is None:
+            size = (self.image_size, self.image_size)
+            high_res = F.interpolate(low_res, size=size, mode="bilinear", align_corners=False)
+        feats, pos = self.model.encode_memory(self.features(frame_idx), high_res, scores, binarize=binarize)
+        return feats.to(torch.bfloat16), pos
+
+    def preflight(self) -> None:
+        for st in self.objects.values():
+            for temp, store in ((st.temp_non_cond, st.non_cond), (st.temp_cond, st.cond)):
+                for t, fo in temp.items():
+                    fo.mem_feats, fo.mem_pos = self._encode(t, fo.low_res_logits, None, fo.object_score_logits, True)
+                    store[t] = fo
+                temp.clear()
+            for t in st.cond:
+                st.non_cond.pop(t, None)
+
+    @torch.inference_mode()
+    def propagate(self, start: int | None = None, reverse: bool = False):
+        """Yields (frame_idx, {obj_id: video-res logits (1,1,H,W)})."""
+        self.preflight()
+        if start is None:
+            start = min(t for st in self.objects.values() for t in st.cond)
+        if reverse:
+            order = range(start, -1, -1) if start > 0 else []
+        else:
+            order = range(start, self.num_frames)
+        for t in order:
+            result = {}
+            for obj_id, st in self.objects.items():
+                if t in st.cond:
+                    low = st.cond[t].low_res_logits
+                else:
+                    feats = self.features(t)
+                    out = self.model.track_frame(feats, memory=self.memory_context(st, t, reverse))
+                    fo = FrameOut(out.low_res_logits, out.obj_ptr, out.object_score_logits)
+                    fo.mem_feats, fo.mem_pos = self._encode(
+                        t, out.low_res_logits, out.high_res_logits, out.object_score_logits, False
+                    )
+                    st.non_cond[t] = fo
+                    low = out.low_res_logits
+                st.tracked[t] = reverse
+                result[obj_id] = self.video_res(low)
+            yield t, result
+
+
+OBJ_SCORE_WEIGHT_KEY = "sam_mask_decoder.pred_obj_score_head.layers.2.weight"
+
+
+def calibrated_checkpoint(
+    name: str, path: Path, frame_dir: Path, masks: dict[int, np.ndarray], image_size: int, seed: int = 0
+) -> Path:
+    """A random checkpoint whose object scores straddle zero on the test video.
+
+    Random weights give nearly the same object score everywhere, so every object would be judged
+    present (or absent) on every frame and one of the two code paths would go untested. We amplify
+    the score head's last layer, run the reference, and shift its bias until between 10 % and 70 %
+    of the tracked frames are judged absent.
+    """
+    make_checkpoint(name, path, seed=seed, image_size=image_size)
+    sd = torch.load(path, weights_only=True)["model"]
+    sd[OBJ_SCORE_WEIGHT_KEY] *= 100.0
+    sd[OBJ_SCORE_BIAS_KEY] *= 100.0
+    torch.save({"model": sd}, path)
+    # The absent path changes later frames' scores (SAM2.0 is bistable: one early absence and
+    # the object stays absent), so bisect the bias offset until both outcomes occur with a margin.
+    base = sd[OBJ_SCORE_BIAS_KEY].clone()
+    present_offset, absent_offset, offset = None, None, 0.0
+    for _ in range(10):
+        sd[OBJ_SCORE_BIAS_KEY] = base + offset
+        torch.save({"model": sd}, path)
+        scores = np.array(_reference_scores(name, path, frame_dir, masks, image_size))
+        absent = float((scores <= 0).mean())
+        if 0.0 < absent < 1.0 and np.abs(scores).min() > 0.02:
+            return path
+        if absent >= 0.5:
+            absent_offset = offset
+        else:
+            present_offset = offset
+        if present_offset is None or absent_offset is None:
+            offset -= float(np.quantile(scores, 0.3))
+        else:
+            offset = (present_offset + absent_offset) / 2
+    raise RuntimeError(f"could not find an object-score bias that exercises both paths for {name}")
+
+
+def _reference_scores(name: str, path: Path, frame_dir: Path, masks: dict[int, np.ndarray], image_size: int):
+    pred = reference_predictor(name, path, image_size=image_size)
+    state = pred.init_state(str(frame_dir))
+    for obj_id, mask in masks.items():
+        pred.add_new_mask(state, 0, obj_id, mask)
+    scores = []
+    for t, _, _ in pred.propagate_in_video(state):
+        for per_obj in state["output_dict_per_obj"].values():
+            out = per_obj["non_cond_frame_outputs"].get(t)
+            if out is not None:
+                scores.append(out["object_score_logits"].item())
+    return scores
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.float() - b.float()).abs().max().item()
+
+
+def assert_masks_match(ours: torch.Tensor, ref: torch.Tensor, what: str, tol: float = 1e-3) -> float:
+    """Logits within `tol` and binarised masks equal on >= 99.9 % of pixels. Returns max |diff|."""
+    diff = max_abs_diff(ours, ref)
+    agree = ((ours > 0) == (ref > 0)).float().mean().item()
+    assert diff <= tol, f"{what}: max |dlogit| {diff:.2e} > {tol}"
+    assert agree >= 0.999, f"{what}: binarised masks agree on only {agree:.4%} of pixels"
+    return diff
