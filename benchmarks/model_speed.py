@@ -40,14 +40,18 @@ from maskvos.model.config import get_config  # noqa: E402
 from maskvos.model.sam2 import MemoryContext, MemoryFrame, ObjectPointer  # noqa: E402
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
+def _time(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
     fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
+
+
+def timed_pair(ours: Callable[[], object], ref: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of each, measured alternately so that machine drift hits both alike."""
+    ours()
+    ref()
+    pairs = [(_time(ours), _time(ref)) for _ in range(repeats)]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def stage_timings(ours, ref, size: int, repeats: int) -> list[tuple[str, float, float]]:
@@ -55,8 +59,7 @@ def stage_timings(ours, ref, size: int, repeats: int) -> list[tuple[str, float, 
     image = torch.randn(1, 3, size, size)
     rows = []
     with torch.inference_mode():
-        rows.append(("image encoder", timed(lambda: ours.encode_image(image), repeats),
-                     timed(lambda: ref.forward_image(image), repeats)))
+        rows.append(("image encoder", *timed_pair(lambda: ours.encode_image(image), lambda: ref.forward_image(image), repeats)))
         feats = ours.encode_image(image)
         backbone = ref.forward_image(image)
         _, vision, vision_pos, sizes = ref._prepare_backbone_features(backbone)
@@ -83,34 +86,29 @@ def stage_timings(ours, ref, size: int, repeats: int) -> list[tuple[str, float, 
                 frame_idx, False, vision[-1:], vision_pos[-1:], sizes[-1:], output_dict, num_frames
             )
 
-        rows.append(("memory attention (full bank)", timed(lambda: ours.condition_on_memory(feats, ctx), repeats),
-                     timed(ref_mem_attn, repeats)))
+        rows.append(("memory attention (full bank)", *timed_pair(lambda: ours.condition_on_memory(feats, ctx), ref_mem_attn, repeats)))
         pix = ours.condition_on_memory(feats, ctx)
         high_res = [x.permute(1, 2, 0).view(1, x.size(2), *s) for x, s in zip(vision[:-1], sizes[:-1])]
-        rows.append(("prompt encoder + decoder", timed(lambda: ours._decode(feats, pix, None, None, True), repeats),
-                     timed(lambda: ref._forward_sam_heads(pix, None, None, high_res, True), repeats)))
+        rows.append(("prompt encoder + decoder", *timed_pair(lambda: ours._decode(feats, pix, None, None, True), lambda: ref._forward_sam_heads(pix, None, None, high_res, True), repeats)))
         logits = torch.randn(1, 1, size, size)
         score = torch.ones(1, 1)
-        rows.append(("memory encoder", timed(lambda: ours.encode_memory(feats, logits, score), repeats),
-                     timed(lambda: ref._encode_new_memory(vision, sizes, logits, score, False), repeats)))
+        rows.append(("memory encoder", *timed_pair(lambda: ours.encode_memory(feats, logits, score), lambda: ref._encode_new_memory(vision, sizes, logits, score, False), repeats)))
     return rows
 
 
 def per_frame_timings(ours, ref, folder: Path, num_frames: int) -> tuple[float, float]:
+    """Both video loops advanced in lockstep, one frame each in turn; median over frames 2 onwards."""
     mask = synthetic_masks(0)[1]
     loop = MiniLoop(ours, folder, num_frames)
     loop.add_mask(0, 1, mask)
-    stamps = [time.perf_counter()]
-    for _ in loop.propagate():
-        stamps.append(time.perf_counter())
-    ours_t = statistics.median([b - a for a, b in zip(stamps[2:], stamps[3:])])
     state = ref.init_state(str(folder))
     ref.add_new_mask(state, 0, 1, mask)
-    stamps = [time.perf_counter()]
-    for _ in ref.propagate_in_video(state):
-        stamps.append(time.perf_counter())
-    ref_t = statistics.median([b - a for a, b in zip(stamps[2:], stamps[3:])])
-    return ours_t, ref_t
+    ours_iter, ref_iter = loop.propagate(), ref.propagate_in_video(state)
+    ours_t, ref_t = [], []
+    for _ in range(num_frames):
+        ours_t.append(_time(lambda: next(ours_iter)))
+        ref_t.append(_time(lambda: next(ref_iter)))
+    return statistics.median(ours_t[2:]), statistics.median(ref_t[2:])
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ class Attention(nn.Module):
 class AxialRotaryEncoding:
     """2-D axial RoPE: the first half of each head's channel pairs rotate with x, the second with y.
 
-    Angles for a grid of H x W tokens (row-major) are cached per (H, W, device).
+    Rotations are unit complex numbers, cached per (grid, number of repeats, device).
     """
 
     def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
@@ -64,29 +64,31 @@ class AxialRotaryEncoding:
             raise ValueError("RoPE head width must be a multiple of 4")
         self.head_dim = head_dim
         self.theta = theta
-        self._cache: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[int, int, int, str], torch.Tensor] = {}
 
-    def cos_sin(self, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of the rotation angles, each (H*W, head_dim/2), float32."""
-        key = (height, width, str(device))
+    def rotations(self, height: int, width: int, device: torch.device, repeats: int = 1) -> torch.Tensor:
+        """Unit complex rotations (repeats * H * W, head_dim / 2) for an H x W grid (row-major),
+        the grid repeated `repeats` times."""
+        key = (height, width, repeats, str(device))
         if key not in self._cache:
-            quarter = self.head_dim // 4
-            exponents = torch.arange(0, self.head_dim, 4, device=device)[:quarter].float() / self.head_dim
-            freqs = 1.0 / (self.theta**exponents)
-            idx = torch.arange(height * width, device=device, dtype=torch.float32)
-            xs = idx % width
-            ys = torch.div(idx, width, rounding_mode="floor")
-            angles = torch.cat([torch.outer(xs, freqs), torch.outer(ys, freqs)], dim=-1)
-            self._cache[key] = (angles.cos(), angles.sin())
+            if repeats > 1:
+                self._cache[key] = self.rotations(height, width, device).repeat(repeats, 1)
+            else:
+                quarter = self.head_dim // 4
+                exponents = torch.arange(0, self.head_dim, 4, device=device)[:quarter].float() / self.head_dim
+                freqs = 1.0 / (self.theta**exponents)
+                idx = torch.arange(height * width, device=device, dtype=torch.float32)
+                xs = idx % width
+                ys = torch.div(idx, width, rounding_mode="floor")
+                angles = torch.cat([torch.outer(xs, freqs), torch.outer(ys, freqs)], dim=-1)
+                self._cache[key] = torch.polar(torch.ones_like(angles), angles)
         return self._cache[key]
 
     @staticmethod
-    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate channel pairs (2i, 2i+1) of x (B, heads, N, c) by angles given as cos/sin (N, c/2)."""
-        pairs = x.float().unflatten(-1, (-1, 2))
-        re, im = pairs[..., 0], pairs[..., 1]
-        out = torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1)
-        return out.flatten(-2).to(x.dtype)
+    def rotate(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+        """Rotate channel pairs (2i, 2i+1) of x (B, heads, N, c) by complex `rotations` (N, c/2)."""
+        pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
 
 
 class RoPEAttention(Attention):
@@ -119,13 +121,16 @@ class RoPEAttention(Attention):
     ) -> torch.Tensor:
         """q (B, H*W, C) on a grid of `feat_size` = (H, W); k, v (B, Nk, C_kv) -> (B, H*W, C)."""
         q, k, v = self.project(q, k, v)
-        cos, sin = self.rope.cos_sin(*feat_size, q.device)
-        q = self.rope.rotate(q, cos, sin)
+        q = self.rope.rotate(q, self.rope.rotations(*feat_size, q.device))
         num_rope = k.shape[-2] - num_k_exclude_rope
         if num_rope > 0:
             repeats = num_rope // q.shape[-2]
             if repeats * q.shape[-2] != num_rope or (repeats > 1 and not self.repeat_for_keys):
                 raise ValueError("rotary keys must be whole frames of the query grid")
-            k_rot = self.rope.rotate(k[:, :, :num_rope], cos.repeat(repeats, 1), sin.repeat(repeats, 1))
-            k = torch.cat([k_rot, k[:, :, num_rope:]], dim=2) if num_k_exclude_rope else k_rot
+            rotations = self.rope.rotations(*feat_size, q.device, repeats)
+            if num_k_exclude_rope:
+                # k is this call's own projection: rotate its spatial part in place
+                k[:, :, :num_rope] = self.rope.rotate(k[:, :, :num_rope], rotations)
+            else:
+                k = self.rope.rotate(k, rotations)
         return self.attend(q, k, v)
