@@ -24,10 +24,18 @@ CASES = [
 TOL = 1e-3
 
 
+def _report(case: str, stage: str, diff: float) -> float:
+    """Print the measured difference (visible with -s) and return it for the assertion."""
+    print(f"\n[{case}] {stage}: max |diff| {diff:.2e}")
+    return diff
+
+
 @pytest.fixture(scope="module", params=CASES)
 def pair(request, tmp_path_factory):
     name, size = request.param
-    path = make_checkpoint(name, tmp_path_factory.mktemp("ck") / "ck.pt", seed=1, image_size=size)
+    # A raised object-score bias makes objects "present", so decoder masks are not the constant
+    # no-object logits (the absent path is compared in the video tests and the mask-as-output test).
+    path = make_checkpoint(name, tmp_path_factory.mktemp("ck") / "ck.pt", seed=1, obj_score_bias=50.0, image_size=size)
     ours = load_model(path, config=dataclasses.replace(get_config(name), image_size=size))
     ref = reference_predictor(name, path, image_size=size)
     torch.manual_seed(0)
@@ -44,10 +52,11 @@ def test_image_encoder(pair):
         fpn, pos = ours.image_encoder(image)
         ref_raw = ref.image_encoder(image)
     assert len(fpn) == len(ref_raw["backbone_fpn"]) == 3
+    case = f"{name}@{size}"
     for level in range(3):
         assert fpn[level].shape == ref_raw["backbone_fpn"][level].shape
-        assert max_abs_diff(fpn[level], ref_raw["backbone_fpn"][level]) <= TOL, f"FPN level {level}"
-        assert max_abs_diff(pos[level], ref_raw["vision_pos_enc"][level]) <= 1e-5, f"pos enc level {level}"
+        assert _report(case, f"FPN level {level}", max_abs_diff(fpn[level], ref_raw["backbone_fpn"][level])) <= TOL
+        assert _report(case, f"pos enc level {level}", max_abs_diff(pos[level], ref_raw["vision_pos_enc"][level])) <= 1e-5
     # the decoder's high-resolution projections, applied once per image
     for mine, theirs in zip(ours_feats.high_res_feats, ref_backbone["backbone_fpn"][:2]):
         assert max_abs_diff(mine, theirs) <= TOL
@@ -93,6 +102,11 @@ def test_decoder_heads(pair, prompt, multimask):
         feats = ours_feats.expand(2)
         o = ours._decode(feats, pix, points, mask, multimask)
     ref_multi, _, ref_ious, ref_low, _, ref_ptr, ref_score = r
+    case = f"{name}@{size} {prompt} multimask={multimask}"
+    _report(case, "decoder (masks, IoU, score, pointer)", max(
+        max_abs_diff(o.multimask_logits, ref_multi), max_abs_diff(o.iou_scores, ref_ious),
+        max_abs_diff(o.object_score_logits, ref_score), max_abs_diff(o.obj_ptr, ref_ptr)))
+    assert ((ref_low > 0).float().mean() - 0.5).abs() < 0.499, "trivial mask"
     assert max_abs_diff(o.multimask_logits, ref_multi) <= TOL
     assert max_abs_diff(o.low_res_logits, ref_low) <= TOL
     assert ((o.low_res_logits > 0) == (ref_low > 0)).float().mean() >= 0.999
@@ -121,6 +135,22 @@ def test_mask_as_output_and_memory_encoder(pair, present):
     assert max_abs_diff(o.high_res_logits, r[4]) <= TOL
     assert max_abs_diff(o.obj_ptr, r[5]) <= TOL
     assert torch.equal(o.object_score_logits, r[6])
-    assert max_abs_diff(mem, ref_mem) <= TOL
+    assert _report(f"{name}@{size} present={present}", "memory encoder", max_abs_diff(mem, ref_mem)) <= TOL
     assert max_abs_diff(pos, ref_pos[-1]) <= 1e-5
     assert torch.equal(o.object_score_logits[:, 0] > 0, torch.tensor([True, present]))
+
+
+def test_single_mask_falls_back_to_best_multimask_when_unstable(pair):
+    """The stability fall-back (the video predictor's dynamic multimask) on stable and unstable rows."""
+    name, size, ours, ref, *_ = pair
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(4, 4, 32, 32, generator=g) * 4
+    logits[0, 0] = 8.0  # row 0: a confident single mask -> stable, kept
+    logits[1, 0] = 0.01  # row 1: logits near zero -> unstable, replaced
+    ious = torch.rand(4, 4, generator=g)
+    mine = ours.sam_mask_decoder._single_or_best_multimask(logits, ious)
+    theirs = ref.sam_mask_decoder._dynamic_multimask_via_stability(logits, ious)
+    assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[1], theirs[1])
+    assert torch.equal(mine[0][0, 0], logits[0, 0])
+    best = int(torch.argmax(ious[1, 1:])) + 1
+    assert torch.equal(mine[0][1, 0], logits[1, best])

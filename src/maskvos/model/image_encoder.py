@@ -1,10 +1,20 @@
-"""Image encoder: the Hiera trunk and an FPN neck.
+"""Image encoder: a Hiera trunk and a feature-pyramid neck.
 
-Hiera is a hierarchical vision transformer working on channel-last token maps (B, H, W, C): a strided
-patch embedding, then stages of blocks with windowed or global attention; the first block of each
-later stage halves the resolution by max-pooling its queries and widens the channels. The neck
-projects each stage to `d_model` channels, adds top-down features at chosen levels, and gives each
-level a sine position encoding. The lowest-resolution level is dropped (SAM2's `scalp=1`).
+The trunk works on channel-last token maps (B, H, W, C). A 7x7 stride-4 convolution embeds patches and
+a learned position embedding is added: a coarse background map resized (bicubic) to the token grid plus
+a small window-sized map tiled over it. Then come stages of pre-norm transformer blocks, each attending
+within non-overlapping windows or over the whole map. The first block of every later stage max-pools
+its queries (and its shortcut) by `q_stride`, halving the resolution, and widens the channels by
+`dim_mul` and the heads by `head_mul`; that block still uses the previous stage's window size.
+
+The neck projects each stage to `d_model` channels (1x1), adds nearest-upsampled coarser features at
+the `fpn_top_down_levels`, gives each level a sine position encoding, and drops the coarsest level
+(stride 32), as SAM2's `scalp=1` does. Parameter names follow the SAM2 checkpoints (`image_encoder.*`).
+
+Numerics follow the reference's order of operations; the differences are rearrangements that change
+only float rounding (about 1e-6): the bicubic resize is done as two matrix products, the 1x1 lateral
+convolutions as matrix products on channel-last tokens, max pooling as strided maxima, the window
+merge fused into the residual sum, and the nearest upsampling as a broadcast.
 """
 
 from __future__ import annotations
@@ -13,207 +23,286 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskvos.errors import ConfigError
 from maskvos.model.common import MLP
 from maskvos.model.config import HieraConfig
 from maskvos.model.position_encoding import SinePositionEncoding2d
 
-
-def _pad_to_multiple(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero-pad a (B, H, W, C) map at the bottom/right so H and W are multiples of `size`."""
-    pad_h = -x.shape[1] % size
-    pad_w = -x.shape[2] % size
-    if pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    return x
+# The input size must be a multiple of this: the window position embedding tiles the stride-4 grid in
+# steps of 8 tokens, and every stage must halve exactly for the top-down sum.
+SIZE_MULTIPLE = 32
 
 
-def to_windows(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, H, W, C) with H, W multiples of `size` -> (B * windows, size, size, C)."""
+def _padded(length: int, size: int) -> int:
+    """`length` rounded up to a multiple of `size`."""
+    return length + (-length % size)
+
+
+def _split_windows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut a (B, H, W, C) map into size x size windows, zero-padding bottom/right first.
+
+    Returns (B * windows, size, size, C), windows in row-major order per image.
+    """
     b, h, w, c = x.shape
-    x = x.view(b, h // size, size, w // size, size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, size, size, c)
+    hp, wp = _padded(h, size), _padded(w, size)
+    if (hp, wp) != (h, w):
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    grid = x.view(b, hp // size, size, wp // size, size, c).transpose(2, 3)
+    return grid.reshape(-1, size, size, c)
 
 
-def from_windows(windows: torch.Tensor, size: int, padded_hw: tuple[int, int]) -> torch.Tensor:
-    """Inverse of `to_windows` for a padded map of `padded_hw`: -> (B, Hp, Wp, C)."""
-    hp, wp = padded_hw
-    b = windows.shape[0] // ((hp // size) * (wp // size))
-    x = windows.reshape(b, hp // size, wp // size, size, size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+def _add_windows(base: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """`base` (B, H, W, C) plus the map that `windows` (B * n, s, s, C) tile (padding cut off).
+
+    When no padding is involved the window layout is undone inside the sum, without a separate copy.
+    """
+    b, h, w, c = base.shape
+    size = windows.shape[1]
+    hp, wp = _padded(h, size), _padded(w, size)
+    grid = windows.view(b, hp // size, wp // size, size, size, c).transpose(2, 3)  # (B, H/s, s, W/s, s, C)
+    if (hp, wp) == (h, w):
+        return (base.view(b, h // size, size, w // size, size, c) + grid).reshape(b, h, w, c)
+    return base + grid.reshape(b, hp, wp, c)[:, :h, :w]
 
 
 def _max_pool(x: torch.Tensor, stride: tuple[int, int]) -> torch.Tensor:
-    """Max-pool a (B, H, W, C) map by `stride`."""
-    return F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=stride, stride=stride).permute(0, 2, 3, 1)
+    """Max-pool a (B, H, W, ...) map over non-overlapping stride windows (remainder rows/cols dropped).
+
+    Returns (B, H // sh, W // sw, ...), contiguous; the same values as `max_pool2d(kernel=stride)`.
+    """
+    sh, sw = stride
+    h, w = x.shape[1] // sh * sh, x.shape[2] // sw * sw
+    out = None
+    for i in range(sh):
+        for j in range(sw):
+            part = x[:, i:h:sh, j:w:sw]
+            out = part if out is None else torch.maximum(out, part)
+    return out.contiguous()
 
 
-class MultiScaleAttention(nn.Module):
-    """Self-attention on a (B, H, W, C) map whose queries may be max-pooled (downsampling the output)."""
+class PooledSelfAttention(nn.Module):
+    """Multi-head self-attention on a (B, H, W, C) map whose queries may be max-pooled by `q_stride`,
+    which downsamples the output map."""
 
     def __init__(self, dim: int, dim_out: int, num_heads: int, q_stride: tuple[int, int] | None) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.q_stride = q_stride
-        self.qkv = nn.Linear(dim, dim_out * 3)
+        self.qkv = nn.Linear(dim, 3 * dim_out)
         self.proj = nn.Linear(dim_out, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) -> (B, H', W', C_out); H' = H / q_stride when pooling."""
+        """(B, H, W, C) -> (B, H', W', C_out); H' = H / q_stride with pooling, else H."""
         b, h, w, _ = x.shape
-        qkv = self.qkv(x).view(b, h * w, 3, self.num_heads, -1)
-        q, k, v = qkv.unbind(2)  # (B, HW, heads, c)
+        q, k, v = self.qkv(x).view(b, h, w, 3, self.num_heads, -1).unbind(3)  # (B, H, W, heads, c)
         if self.q_stride is not None:
-            q = _max_pool(q.reshape(b, h, w, -1), self.q_stride)
-            h, w = q.shape[1:3]
-            q = q.reshape(b, h * w, self.num_heads, -1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+            q = _max_pool(q, self.q_stride)
+        hq, wq = q.shape[1:3]
+        head_dim = q.shape[-1]
+        out = F.scaled_dot_product_attention(
+            q.reshape(b, hq * wq, self.num_heads, head_dim).transpose(1, 2),
+            k.reshape(b, h * w, self.num_heads, head_dim).transpose(1, 2),
+            v.reshape(b, h * w, self.num_heads, head_dim).transpose(1, 2),
+        )  # (B, heads, N, c)
+        return self.proj(out.transpose(1, 2).reshape(b, hq, wq, -1))
 
 
-class MultiScaleBlock(nn.Module):
-    """A Hiera block: (windowed) attention and an MLP, pre-norm, with a pooled/projected shortcut
-    where the block changes resolution or width."""
+class HieraBlock(nn.Module):
+    """Pre-norm attention (windowed when `window_size` > 0, else global) and MLP, each with a residual.
+
+    A block that changes width projects its shortcut from the normed input (`proj`); one that pools its
+    queries max-pools the shortcut too.
+    """
 
     def __init__(
         self, dim: int, dim_out: int, num_heads: int, window_size: int, q_stride: tuple[int, int] | None
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.window_size = window_size
         self.q_stride = q_stride
-        self.attn = MultiScaleAttention(dim, dim_out, num_heads, q_stride)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = PooledSelfAttention(dim, dim_out, num_heads, q_stride)
         self.norm2 = nn.LayerNorm(dim_out, eps=1e-6)
         self.mlp = MLP(dim_out, 4 * dim_out, dim_out, num_layers=2, activation=F.gelu)
-        if dim != dim_out:
-            self.proj = nn.Linear(dim, dim_out)
+        self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H', W', C_out)."""
         normed = self.norm1(x)
         shortcut = x
-        if hasattr(self, "proj"):
+        if self.proj is not None:
             shortcut = self.proj(normed)
             if self.q_stride is not None:
                 shortcut = _max_pool(shortcut, self.q_stride)
-        size = self.window_size
-        if size > 0:
-            padded = _pad_to_multiple(normed, size)
-            attn = self.attn(to_windows(padded, size))
-            out_size = size // self.q_stride[0] if self.q_stride is not None else size
-            out_h, out_w = shortcut.shape[1:3]
-            padded_hw = (out_h + (-out_h % out_size), out_w + (-out_w % out_size))
-            attn = from_windows(attn, out_size, padded_hw)[:, :out_h, :out_w]
+        elif self.q_stride is not None:
+            shortcut = _max_pool(x, self.q_stride)
+        if self.window_size > 0:
+            x = _add_windows(shortcut, self.attn(_split_windows(normed, self.window_size)))
         else:
-            attn = self.attn(normed)
-        x = shortcut + attn
+            x = shortcut + self.attn(normed)
         return x + self.mlp(self.norm2(x))
 
 
-class PatchEmbed(nn.Module):
-    """7x7 stride-4 convolution: (B, 3, H, W) -> (B, H/4, W/4, C)."""
+def _stage_plan(cfg: HieraConfig) -> list[tuple[int, int, int, int, bool]]:
+    """Per block: (dim_in, dim_out, heads, window size, pools queries)."""
+    stage_ends = [sum(cfg.stages[: i + 1]) - 1 for i in range(len(cfg.stages))]
+    pooling_blocks = {end + 1 for end in stage_ends[: cfg.q_pool]}
+    dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
+    plan = []
+    for i in range(sum(cfg.stages)):
+        window = 0 if i in cfg.global_att_blocks else cfg.window_spec[stage]
+        dim_out = dim
+        if i - 1 in stage_ends:  # first block of a later stage: widen, keep the old window
+            dim_out = int(dim * cfg.dim_mul)
+            heads = int(heads * cfg.head_mul)
+            stage += 1
+        plan.append((dim, dim_out, heads, window, i in pooling_blocks))
+        dim = dim_out
+    return plan
+
+
+class _PatchEmbed(nn.Module):
+    """7x7 stride-4 convolution (a module of its own for the checkpoint's `patch_embed.proj` names)."""
 
     def __init__(self, embed_dim: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).permute(0, 2, 3, 1)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, H/4, W/4, C); channel-last memory, so contiguous for the usual backends."""
+        return self.proj(images.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
 
 
-class Hiera(nn.Module):
-    """The Hiera trunk; returns one BCHW map per stage, highest resolution first."""
+class HieraTrunk(nn.Module):
+    """The Hiera backbone: images -> one channel-last map per stage."""
 
     def __init__(self, cfg: HieraConfig) -> None:
         super().__init__()
-        self.patch_embed = PatchEmbed(cfg.embed_dim)
+        self.patch_embed = _PatchEmbed(cfg.embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.embed_dim, *cfg.window_pos_embed_bkg_spatial_size))
-        win0 = cfg.window_spec[0]
-        self.pos_embed_window = nn.Parameter(torch.zeros(1, cfg.embed_dim, win0, win0))
-        stage_ends = [sum(cfg.stages[: i + 1]) - 1 for i in range(len(cfg.stages))]
-        pool_blocks = [end + 1 for end in stage_ends[:-1]][: cfg.q_pool]
-        self.stage_ends = stage_ends
-        dim, heads, stage = cfg.embed_dim, cfg.num_heads, 0
-        blocks = []
-        for i in range(sum(cfg.stages)):
-            # A stage's first block still uses the previous stage's window (its queries are pooled).
-            window = 0 if i in cfg.global_att_blocks else cfg.window_spec[stage]
-            dim_out = dim
-            if i - 1 in stage_ends:
-                dim_out = int(dim * cfg.dim_mul)
-                heads = int(heads * cfg.head_mul)
-                stage += 1
-            q_stride = cfg.q_stride if i in pool_blocks else None
-            blocks.append(MultiScaleBlock(dim, dim_out, heads, window, q_stride))
-            dim = dim_out
-        self.blocks = nn.ModuleList(blocks)
+        first_window = cfg.window_spec[0]
+        self.pos_embed_window = nn.Parameter(torch.zeros(1, cfg.embed_dim, first_window, first_window))
+        plan = _stage_plan(cfg)
+        self.blocks = nn.ModuleList(
+            HieraBlock(dim, dim_out, heads, window, cfg.q_stride if pools else None)
+            for dim, dim_out, heads, window, pools in plan
+        )
+        self.stage_ends = [sum(cfg.stages[: i + 1]) - 1 for i in range(len(cfg.stages))]
+        self._resize_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def _bicubic_matrix(self, size_in: int, size_out: int, device: torch.device) -> torch.Tensor:
+        """(size_out, size_in) weights of a 1-D bicubic resize as `F.interpolate` does it
+        (align_corners=False, borders clamped); cached per size."""
+        key = (size_in, size_out, str(device))
+        matrix = self._resize_cache.get(key)
+        if matrix is None:
+            basis = torch.eye(size_in, device=device)[:, None, :, None]  # (in, 1, in, 1)
+            with torch.no_grad():
+                resized = F.interpolate(basis, size=(size_out, 1), mode="bicubic", align_corners=False)
+            matrix = resized[:, 0, :, 0].t().contiguous()
+            self._resize_cache[key] = matrix
+        return matrix
 
     def position_embedding(self, height: int, width: int) -> torch.Tensor:
-        """The background embedding resized to (H, W) plus the tiled window embedding: (1, H, W, C)."""
-        pos = F.interpolate(self.pos_embed, size=(height, width), mode="bicubic")
-        win = self.pos_embed_window
-        reps_h = -(-height // win.shape[-2])
-        reps_w = -(-width // win.shape[-1])
-        pos = pos + win.tile(1, 1, reps_h, reps_w)[:, :, :height, :width]
-        return pos.permute(0, 2, 3, 1)
+        """The background embedding resized to (H, W) plus the tiled window embedding: (H, W, C) in the
+        parameters' dtype (autocast off, as for the reference's interpolation), contiguous. H and W must be multiples of the window embedding's size."""
+        bkg = self.pos_embed[0].permute(1, 2, 0)  # (h, w, C)
+        win = self.pos_embed_window[0].permute(1, 2, 0)  # (s, s, C)
+        h_in, w_in, c = bkg.shape
+        s = win.shape[0]
+        with torch.autocast(bkg.device.type, enabled=False):
+            rows = self._bicubic_matrix(h_in, height, bkg.device).to(bkg.dtype)  # (H, h)
+            cols = self._bicubic_matrix(w_in, width, bkg.device).to(bkg.dtype)  # (W, w)
+            resized = torch.matmul(rows, bkg.reshape(h_in, w_in * c)).view(height, w_in, c)
+            resized = torch.matmul(cols, resized)  # (H, W, C)
+        tiled = resized.view(height // s, s, width // s, s, c) + win.view(1, s, 1, s, c)
+        return tiled.view(height, width, c)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """(B, 3, H, W) -> [(B, C_i, H/4/2^i, W/4/2^i) for each stage i]."""
+        """(B, 3, H, W) -> [(B, H_i, W_i, C_i) for each stage], highest resolution first
+        (strides 4, 8, 16, 32)."""
         x = self.patch_embed(images)
         x = x + self.position_embedding(x.shape[1], x.shape[2])
         outputs = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i in self.stage_ends:
-                outputs.append(x.permute(0, 3, 1, 2))
+                outputs.append(x)
         return outputs
 
 
-class FpnNeck(nn.Module):
-    """1x1 lateral projections with nearest-neighbour top-down fusion at chosen levels."""
+class _Lateral(nn.Module):
+    """A 1x1 projection (a module of its own for the checkpoint's `convs.N.conv` names)."""
 
-    def __init__(self, d_model: int, backbone_channel_list: tuple[int, ...], top_down_levels: tuple[int, ...]) -> None:
+    def __init__(self, dim_in: int, dim_out: int) -> None:
         super().__init__()
-        # convs[0] projects the lowest-resolution stage (checkpoint order)
-        self.convs = nn.ModuleList(
-            nn.Sequential() for _ in backbone_channel_list
+        self.conv = nn.Conv2d(dim_in, dim_out, kernel_size=1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Channel-last (B, H, W, C) -> BCHW (B, D, H, W), contiguous, as a matrix product."""
+        b, h, w, c = tokens.shape
+        weight = self.conv.weight.view(-1, c)
+        out = torch.baddbmm(
+            self.conv.bias.view(1, -1, 1), weight.expand(b, -1, -1), tokens.reshape(b, h * w, c).transpose(1, 2)
         )
-        for seq, dim in zip(self.convs, backbone_channel_list):
-            seq.add_module("conv", nn.Conv2d(dim, d_model, kernel_size=1))
-        self.top_down_levels = set(top_down_levels)
+        return out.view(b, -1, h, w)
+
+
+class FeaturePyramidNeck(nn.Module):
+    """1x1 lateral projections with top-down fusion (nearest 2x upsampling, sum) at chosen levels.
+
+    `convs[0]` projects the coarsest stage (the checkpoint's order); level 0 is the finest.
+    """
+
+    def __init__(self, d_model: int, stage_dims: tuple[int, ...], top_down_levels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(_Lateral(dim, d_model) for dim in reversed(stage_dims))
+        self.top_down_levels = frozenset(top_down_levels)
         self.position_encoding = SinePositionEncoding2d(d_model)
 
-    def forward(self, stage_feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Stage maps, highest resolution first -> (features, position encodings), same order."""
-        n = len(stage_feats) - 1
-        outs: list[torch.Tensor] = [stage_feats[0]] * (n + 1)
-        prev = None
-        for level in range(n, -1, -1):
-            lateral = self.convs[n - level](stage_feats[level])
-            if level in self.top_down_levels and prev is not None:
-                prev = lateral + F.interpolate(prev.float(), scale_factor=2.0, mode="nearest")
+    def forward(self, stage_feats: list[torch.Tensor], num_levels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Channel-last stage maps, finest first -> (features, position encodings) of the `num_levels`
+        finest levels, each (B, D, H_i, W_i); the encodings are float32 cast to the features' dtype."""
+        coarsest = len(stage_feats) - 1
+        feats: list[torch.Tensor] = [stage_feats[0]] * len(stage_feats)
+        above = None
+        for level in range(coarsest, -1, -1):
+            lateral = self.convs[coarsest - level](stage_feats[level])
+            if level in self.top_down_levels and above is not None:
+                b, d, h, w = lateral.shape
+                # nearest 2x upsampling of the coarser level, computed in float32 as the reference does
+                upsampled = above.float().view(b, d, h // 2, 1, w // 2, 1)
+                above = (lateral.view(b, d, h // 2, 2, w // 2, 2) + upsampled).view(b, d, h, w)
             else:
-                prev = lateral
-            outs[level] = prev
-        pos = [self.position_encoding(x).to(x.dtype) for x in outs]
-        return outs, pos
+                above = lateral
+            feats[level] = above
+        feats = feats[:num_levels]
+        return feats, [self.position_encoding(f).to(f.dtype) for f in feats]
 
 
 class ImageEncoder(nn.Module):
-    """Hiera + FPN; returns the three highest-resolution levels (strides 4, 8, 16)."""
+    """Hiera trunk + FPN neck; returns the three finest levels (strides 4, 8, 16)."""
 
     def __init__(self, trunk: HieraConfig, d_model: int = 256, fpn_top_down_levels: tuple[int, ...] = (2, 3)) -> None:
         super().__init__()
-        self.trunk = Hiera(trunk)
-        self.neck = FpnNeck(d_model, trunk.channel_list, fpn_top_down_levels)
+        self.trunk = HieraTrunk(trunk)
+        self.neck = FeaturePyramidNeck(d_model, tuple(reversed(trunk.channel_list)), fpn_top_down_levels)
+        self.num_levels = len(trunk.stages) - 1  # the coarsest level is dropped (the reference's scalp=1)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """images: (B, 3, H, W) normalised, H and W multiples of 32.
+        """Encode normalised images.
 
+        Arguments:
+            images: (B, 3, H, W) normalised; H and W multiples of 32 (any aspect ratio).
         Returns:
-            (fpn_feats, pos_encs): 3 levels each, highest resolution first (strides 4, 8, 16), each
-            (B, d_model, H/s, W/s).
+            fpn_feats: 3 levels, finest first (strides 4, 8, 16), each (B, d_model, H/s, W/s), contiguous.
+            pos_encs: their sine position encodings, same shapes, float32 (the features' dtype); batch-
+                expanded views of a cached tensor, not to be modified in place.
         """
-        if images.shape[-1] % 32 or images.shape[-2] % 32:
-            raise ValueError(f"image size {tuple(images.shape[-2:])} must be a multiple of 32")
-        feats, pos = self.neck(self.trunk(images))
-        return feats[:-1], pos[:-1]
+        height, width = images.shape[-2:]
+        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+            raise ConfigError(
+                f"Image size {height}x{width} is not a multiple of {SIZE_MULTIPLE}; "
+                f"resize the input to a multiple of {SIZE_MULTIPLE} pixels."
+            )
+        return self.neck(self.trunk(images), self.num_levels)

@@ -1,9 +1,17 @@
-"""Memory attention: condition the current frame's features on memories of earlier frames.
+"""Memory attention: condition the current frame's features on the memory of earlier frames.
 
-Each layer: RoPE self-attention over the frame's tokens, RoPE cross-attention from them to the
-memory tokens (spatial memories of several frames, then object-pointer tokens that are not
-rotated), and a feed-forward block; pre-norm residuals throughout. Layout is batch-first:
-(B, N, C).
+A stack of pre-norm layers, each made of
+  1. self-attention among the frame's H*W tokens, with 2-D axial rotary position encoding (RoPE);
+  2. cross-attention from the frame's tokens to the memory tokens, keys = memory + its position
+     encoding. The memory is T frames of spatial memories on the same H x W grid (T*H*W tokens,
+     frame after frame), whose keys get the query grid's rotation once per frame, followed by
+     object-pointer tokens whose keys are not rotated;
+  3. a ReLU feed-forward block;
+and a final layer norm. The frame's own position encoding is only added, scaled by 0.1, at the input.
+
+Layout is batch-first throughout: tokens (B, N, C), row-major over the grid. Inference only: the
+reference's dropout (p=0.1) is inactive in eval mode and is not modelled. Parameter names follow
+the SAM2 checkpoints' `memory_attention.*` keys.
 """
 
 from __future__ import annotations
@@ -12,18 +20,118 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskvos.model.attention import RoPEAttention
+_POS_AT_INPUT_SCALE = 0.1
+
+
+class AxialRope:
+    """2-D axial rotary encoding tables for an H x W grid of tokens (row-major).
+
+    A head of width D holds D/2 channel pairs (2i, 2i+1), read as complex numbers re + i*im. Pair
+    i < D/4 rotates by the angle x * f_i, pair D/4 + i by y * f_i, with f_i = theta^(-4i/D), x the
+    column and y the row of the token. Tables are unit complex numbers computed in float32 (as the
+    reference computes them) and cached per (H, W, device).
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+        if head_dim % 4:
+            raise ValueError(f"RoPE needs a head width divisible by 4, got {head_dim}")
+        self.head_dim = head_dim
+        self.theta = theta
+        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def rotations(self, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Unit complex rotations (H*W, D/2), complex64."""
+        key = (height, width, str(device))
+        cached = self._cache.get(key)
+        if cached is None:
+            quarter = self.head_dim // 4
+            steps = torch.arange(0, self.head_dim, 4, device=device)[:quarter].float()
+            freqs = 1.0 / (self.theta ** (steps / self.head_dim))
+            idx = torch.arange(height * width, device=device, dtype=torch.float32)
+            cols = idx % width
+            rows = torch.div(idx, width, rounding_mode="floor")
+            angles = torch.cat([torch.outer(cols, freqs), torch.outer(rows, freqs)], dim=-1)
+            cached = torch.polar(torch.ones_like(angles), angles)
+            self._cache[key] = cached
+        return cached
+
+
+def rotate_pairs_(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate the channel pairs (2i, 2i+1) of x in place by complex multiplication.
+
+    Arguments:
+        x: (..., N, heads, D) with a unit last stride and even other strides (a slice of a projection).
+        rotations: (N, 1, D/2) complex64, broadcast over the leading dimensions and the heads.
+    Returns:
+        x, rotated. Reduced-precision inputs are rotated in float32 and written back, as in the reference.
+    """
+    if x.dtype != torch.float32:
+        return x.copy_(rotate_pairs_(x.float(), rotations))
+    torch.view_as_complex(x.unflatten(-1, (-1, 2))).mul_(rotations)
+    return x
+
+
+class RopeAttention(nn.Module):
+    """Single- or multi-head attention with query/key/value/output projections and axial RoPE.
+
+    Queries lie on an H x W grid. The first `num_rope_frames` * H*W keys are that many frames of the
+    same grid and are rotated like the queries; keys after them (object pointers) are not rotated.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, kv_in_dim: int | None = None) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must divide the attention width {embed_dim}")
+        kv_in_dim = embed_dim if kv_in_dim is None else kv_in_dim
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(kv_in_dim, embed_dim)
+        self.v_proj = nn.Linear(kv_in_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) -> (B, N, heads, C/heads), a view."""
+        return x.unflatten(-1, (self.num_heads, -1))
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        rotations: torch.Tensor,
+        num_rope_frames: int,
+    ) -> torch.Tensor:
+        """Attend from grid tokens to (partly rotated) keys.
+
+        Arguments:
+            queries: (B, HW, C) tokens of an H x W grid, row-major.
+            keys, values: (B, Nk, C_kv) with Nk >= num_rope_frames * HW.
+            rotations: (HW, D/2) complex RoPE table of the grid (D = C / heads).
+            num_rope_frames: how many leading H*W blocks of keys to rotate.
+        Returns:
+            (B, HW, C).
+        """
+        batch, num_q, _ = queries.shape
+        rotations = rotations.unsqueeze(1)  # (HW, 1, D/2): broadcast over heads
+        q = rotate_pairs_(self._split(self.q_proj(queries)), rotations)
+        k = self._split(self.k_proj(keys))
+        num_rope = num_rope_frames * num_q
+        if num_rope:
+            # (B, T, HW, heads, D) view of the rotary keys; the tables broadcast over the T frames
+            spatial = k[:, :num_rope].unflatten(1, (num_rope_frames, num_q))
+            rotate_pairs_(spatial, rotations)
+        v = self._split(self.v_proj(values))
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.out_proj(out.transpose(1, 2).reshape(batch, num_q, -1))
 
 
 class MemoryAttentionLayer(nn.Module):
-    """One memory-attention layer (key names as in the SAM2 checkpoints)."""
+    """RoPE self-attention, RoPE cross-attention to memory, feed-forward; pre-norm residuals."""
 
-    def __init__(self, d_model: int, mem_dim: int, num_heads: int, dim_feedforward: int, rope_theta: float) -> None:
+    def __init__(self, d_model: int, mem_dim: int, num_heads: int, dim_feedforward: int) -> None:
         super().__init__()
-        self.self_attn = RoPEAttention(d_model, num_heads, rope_theta=rope_theta)
-        self.cross_attn_image = RoPEAttention(
-            d_model, num_heads, kv_in_dim=mem_dim, rope_theta=rope_theta, repeat_for_keys=True
-        )
+        self.self_attn = RopeAttention(d_model, num_heads)
+        self.cross_attn_image = RopeAttention(d_model, num_heads, kv_in_dim=mem_dim)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -35,20 +143,30 @@ class MemoryAttentionLayer(nn.Module):
         x: torch.Tensor,
         memory: torch.Tensor,
         memory_keys: torch.Tensor,
-        feat_size: tuple[int, int],
-        num_obj_ptr_tokens: int,
+        rotations: torch.Tensor,
+        num_mem_frames: int,
     ) -> torch.Tensor:
-        """x (B, HW, C); memory (B, M, D) values; memory_keys (B, M, D) = memory + its position encoding."""
+        """One layer.
+
+        Arguments:
+            x: (B, HW, C) the frame's tokens.
+            memory: (B, M, D) memory tokens (the cross-attention values).
+            memory_keys: (B, M, D) memory + its position encoding (the cross-attention keys).
+            rotations: (HW, C/heads/2) complex RoPE table of the grid.
+            num_mem_frames: T, the number of spatial memory frames at the start of the memory.
+        Returns:
+            (B, HW, C).
+        """
         h = self.norm1(x)
-        x = x + self.self_attn(h, h, h, feat_size)
+        x = x + self.self_attn(h, h, h, rotations, num_rope_frames=1)
         h = self.norm2(x)
-        x = x + self.cross_attn_image(h, memory_keys, memory, feat_size, num_k_exclude_rope=num_obj_ptr_tokens)
+        x = x + self.cross_attn_image(h, memory_keys, memory, rotations, num_rope_frames=num_mem_frames)
         h = self.norm3(x)
-        return x + self.linear2(F.relu(self.linear1(h)))
+        return x + self.linear2(F.relu_(self.linear1(h)))
 
 
 class MemoryAttention(nn.Module):
-    """A stack of memory-attention layers with a final layer norm."""
+    """Condition the current frame's lowest-resolution features on the memory bank."""
 
     def __init__(
         self,
@@ -61,9 +179,10 @@ class MemoryAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            MemoryAttentionLayer(d_model, mem_dim, num_heads, dim_feedforward, rope_theta) for _ in range(num_layers)
+            MemoryAttentionLayer(d_model, mem_dim, num_heads, dim_feedforward) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
+        self.rope = AxialRope(d_model // num_heads, rope_theta)
 
     def forward(
         self,
@@ -74,18 +193,36 @@ class MemoryAttention(nn.Module):
         num_obj_ptr_tokens: int,
         feat_size: tuple[int, int],
     ) -> torch.Tensor:
-        """Condition a frame's tokens on memory.
+        """Memory-conditioned features of the current frame.
 
         Arguments:
-            curr_feats, curr_pos: (B, HW, C) the frame's lowest-resolution features and position
+            curr_feats, curr_pos: (B, HW, C) the frame's lowest-resolution features and their position
                 encoding, on a grid of feat_size = (H, W), row-major.
-            memory, memory_pos: (B, M, D): spatial memories of T frames (T*HW tokens, frame after frame)
-                followed by `num_obj_ptr_tokens` object-pointer tokens.
+            memory, memory_pos: (B, M, D) the memory tokens and their position encoding: spatial
+                memories of T frames (T*H*W tokens, frame after frame) followed by
+                `num_obj_ptr_tokens` object-pointer tokens.
+            num_obj_ptr_tokens: how many trailing memory tokens are object pointers (not rotated).
+            feat_size: (H, W) of the current frame's grid.
         Returns:
             (B, HW, C) memory-conditioned features.
         """
-        x = curr_feats + 0.1 * curr_pos
+        height, width = feat_size
+        num_tokens = height * width
+        if curr_feats.shape[1] != num_tokens:
+            raise ValueError(f"curr_feats has {curr_feats.shape[1]} tokens, feat_size {feat_size} needs {num_tokens}")
+        num_spatial = memory.shape[1] - num_obj_ptr_tokens
+        num_mem_frames = num_spatial // num_tokens
+        if num_spatial < 0 or num_mem_frames * num_tokens != num_spatial:
+            raise ValueError(
+                f"memory has {memory.shape[1]} tokens: {num_obj_ptr_tokens} pointer tokens do not leave "
+                f"whole frames of {height}x{width} spatial memory tokens"
+            )
+        if memory.shape[0] != curr_feats.shape[0]:
+            raise ValueError(f"batch sizes differ: current frame {curr_feats.shape[0]}, memory {memory.shape[0]}")
+
+        rotations = self.rope.rotations(height, width, curr_feats.device)
+        x = curr_feats + _POS_AT_INPUT_SCALE * curr_pos
         memory_keys = memory + memory_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_keys, feat_size, num_obj_ptr_tokens)
+            x = layer(x, memory, memory_keys, rotations, num_mem_frames)
         return self.norm(x)

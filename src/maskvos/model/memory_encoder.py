@@ -1,4 +1,17 @@
-"""Memory encoder: a frame's features fused with its (soft) object mask, compressed to memory width."""
+"""Memory encoder: fuse a frame's image features with its object mask into a narrow memory.
+
+    masks (B, 1, 16h, 16w) --mask_downsampler--> (B, C, h, w) --+
+    pix_feats (B, C, h, w) --pix_feat_proj (1x1)--------------> + --fuser (2 ConvNeXt blocks)
+        --out_proj (1x1)--> memory (B, D, h, w), with a sine position encoding of its grid.
+
+The masks come in already scaled for the encoder (the caller maps probabilities or binarised masks
+to p * 20 - 10); no sigmoid is applied here. Parameter names follow the SAM2 checkpoints'
+`memory_encoder.*` keys.
+
+Channel layer norms are computed with `F.layer_norm` on a channels-last view rather than with
+`LayerNorm2d.forward` (same function, one fused kernel instead of nine passes; the modules stay as
+the holders of the checkpoint's norm parameters). This changes results by float32 rounding only.
+"""
 
 from __future__ import annotations
 
@@ -10,32 +23,47 @@ from maskvos.model.common import LayerNorm2d
 from maskvos.model.position_encoding import SinePositionEncoding2d
 
 
-class MaskDownSampler(nn.Module):
-    """Four stride-2 3x3 convolutions (each followed by layer norm and GELU) then a 1x1 projection.
+def channel_norm_last(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
+    """Layer norm of a BHWC tensor over C with the parameters of a `LayerNorm2d`: BHWC -> BHWC."""
+    return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps)
 
-    (B, 1, 16h, 16w) -> (B, embed_dim, h, w); channels grow 1 -> 4 -> 16 -> 64 -> 256.
+
+class MaskDownSampler(nn.Module):
+    """Downsample a mask 16x with four stride-2 3x3 convolutions, each followed by a channel layer
+    norm and GELU, then a 1x1 projection.
+
+    Channels grow 1 -> 4 -> 16 -> 64 -> 256 (x4 per halving), then project to `embed_dim`.
+    `encoder` is a flat Sequential so that its indices match the checkpoints (`encoder.{0,1,3,...}`).
     """
 
-    def __init__(self, embed_dim: int = 256, num_stages: int = 4) -> None:
+    def __init__(self, embed_dim: int = 256, num_halvings: int = 4) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        chans = 1
-        for _ in range(num_stages):
-            layers += [nn.Conv2d(chans, chans * 4, 3, stride=2, padding=1), LayerNorm2d(chans * 4), nn.GELU()]
-            chans *= 4
-        layers.append(nn.Conv2d(chans, embed_dim, kernel_size=1))
-        self.encoder = nn.Sequential(*layers)
+        stages: list[nn.Module] = []
+        channels = 1
+        for _ in range(num_halvings):
+            stages.append(nn.Conv2d(channels, 4 * channels, kernel_size=3, stride=2, padding=1))
+            stages.append(LayerNorm2d(4 * channels))
+            stages.append(nn.GELU())
+            channels *= 4
+        stages.append(nn.Conv2d(channels, embed_dim, kernel_size=1))
+        self.encoder = nn.Sequential(*stages)
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
-        return self.encoder(masks)
+        """masks (B, 1, 16h, 16w) -> (B, embed_dim, h, w), in channels-last memory format."""
+        *stages, projection = self.encoder
+        x = masks
+        for conv, norm, act in zip(stages[0::3], stages[1::3], stages[2::3]):
+            x = act(channel_norm_last(conv(x).permute(0, 2, 3, 1), norm)).permute(0, 3, 1, 2)
+        return projection(x)
 
 
 class CXBlock(nn.Module):
-    """ConvNeXt block: depthwise 7x7 conv, layer norm, pointwise MLP (x4), layer scale, residual."""
+    """ConvNeXt block: depthwise 7x7 conv, channel layer norm, pointwise MLP (C -> 4C -> C) with GELU,
+    per-channel layer scale `gamma`, residual."""
 
-    def __init__(self, dim: int = 256) -> None:
+    def __init__(self, dim: int = 256, kernel_size: int = 7) -> None:
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.dwconv = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = LayerNorm2d(dim)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.pwconv2 = nn.Linear(4 * dim, dim)
@@ -43,26 +71,28 @@ class CXBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: BCHW -> BCHW."""
-        y = self.norm(self.dwconv(x)).permute(0, 2, 3, 1)
-        y = self.pwconv2(F.gelu(self.pwconv1(y))) * self.gamma
+        y = channel_norm_last(self.dwconv(x).permute(0, 2, 3, 1), self.norm)  # BHWC
+        y = self.pwconv2(F.gelu(self.pwconv1(y)))
+        y = y * self.gamma
         return x + y.permute(0, 3, 1, 2)
 
 
 class Fuser(nn.Module):
-    """A stack of CXBlocks."""
+    """ConvNeXt blocks applied one after another to the fused features."""
 
     def __init__(self, dim: int = 256, num_layers: int = 2) -> None:
         super().__init__()
         self.layers = nn.ModuleList(CXBlock(dim) for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x)
+        """x: BCHW -> BCHW."""
+        for block in self.layers:
+            x = block(x)
         return x
 
 
 class MemoryEncoder(nn.Module):
-    """Encode (frame features, mask) into a memory of width `out_dim`."""
+    """Encode a frame's features and its object mask into a memory of width `out_dim`."""
 
     def __init__(self, in_dim: int = 256, out_dim: int = 64) -> None:
         super().__init__()
@@ -76,11 +106,14 @@ class MemoryEncoder(nn.Module):
         """Encode a memory.
 
         Arguments:
-            pix_feats: (B, in_dim, h, w) image features.
-            masks: (B, 1, 16h, 16w) masks already in the encoder's input scale (sigmoid * 20 - 10).
+            pix_feats: (B, in_dim, h, w) the frame's lowest-resolution image features.
+            masks: (B, 1, 16h, 16w) the object masks, already in the encoder's input scale
+                (probabilities or binarised masks mapped to p * 20 - 10).
         Returns:
-            memory features (B, out_dim, h, w) and their position encoding (B, out_dim, h, w).
+            memory_feats: (B, out_dim, h, w).
+            memory_pos_enc: (B, out_dim, h, w) float32, the sine encoding of the grid. It is an expanded
+                view of a cached tensor: do not modify it in place.
         """
-        x = self.pix_feat_proj(pix_feats) + self.mask_downsampler(masks)
-        x = self.out_proj(self.fuser(x))
-        return x, self.position_encoding(x).to(x.dtype)
+        fused = self.pix_feat_proj(pix_feats) + self.mask_downsampler(masks)
+        memory_feats = self.out_proj(self.fuser(fused))
+        return memory_feats, self.position_encoding(memory_feats)
