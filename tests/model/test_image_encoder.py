@@ -169,6 +169,19 @@ def test_comparison_detects_a_perturbed_weight(tiny_pair, perturbation_case, key
     assert max(diffs[f"pos{level}"] for level in range(3)) <= TOL  # weights do not move the encodings
 
 
+def test_gradients_reach_position_embeddings_after_an_inference_call():
+    # cached interpolation weights made under inference mode must still be usable by autograd later
+    ours = ours_for("sam2.1-tiny")
+    randomize_(ours, seed=2)
+    images = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(11))
+    with torch.inference_mode():
+        ours(images)
+    feats, _ = ours(images)
+    sum(f.square().mean() for f in feats).backward()
+    assert ours.trunk.pos_embed.grad is not None and ours.trunk.pos_embed.grad.abs().sum() > 0
+    assert ours.trunk.pos_embed_window.grad.abs().sum() > 0
+
+
 def test_rejects_size_not_multiple_of_32(tiny_pair):
     ours, _ = tiny_pair
     with pytest.raises(ConfigError, match="multiple of 32"):

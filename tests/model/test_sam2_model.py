@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from maskvos.model.attention import AxialRotaryEncoding
+from maskvos.model.memory_attention import AxialRope
+from maskvos.errors import ConfigError
 from maskvos.model.config import get_config
 from maskvos.model.sam2 import MemoryContext, MemoryFrame, ObjectPointer, SAM2Model
 
@@ -39,7 +40,7 @@ def test_non_square_input_runs_end_to_end(model):
 
 
 def test_image_size_must_be_a_multiple_of_32(model):
-    with pytest.raises(ValueError, match="multiple of 32"):
+    with pytest.raises(ConfigError, match="multiple of 32"):
         model.encode_image(torch.randn(1, 3, 250, 256))
 
 
@@ -62,7 +63,7 @@ def test_multimask_rule(model):
 
 
 def test_rope_rotation_angles_follow_the_grid():
-    rope = AxialRotaryEncoding(head_dim=8)
+    rope = AxialRope(head_dim=8)
     rot = rope.rotations(2, 3, torch.device("cpu"))  # 6 tokens, 4 complex channels
     angles = torch.angle(rot)
     freqs = 1.0 / (10000.0 ** (torch.tensor([0.0, 4.0]) / 8))
@@ -70,4 +71,3 @@ def test_rope_rotation_angles_follow_the_grid():
         y, x = divmod(token, 3)
         expected = torch.cat([x * freqs, y * freqs])
         assert torch.allclose(angles[token], torch.atan2(torch.sin(expected), torch.cos(expected)), atol=1e-6)
-    assert torch.equal(rope.rotations(2, 3, torch.device("cpu"), repeats=2), rot.repeat(2, 1))

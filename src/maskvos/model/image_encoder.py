@@ -111,7 +111,8 @@ class HieraBlock(nn.Module):
     """Pre-norm attention (windowed when `window_size` > 0, else global) and MLP, each with a residual.
 
     A block that changes width projects its shortcut from the normed input (`proj`); one that pools its
-    queries max-pools the shortcut too.
+    queries max-pools the shortcut too (also without `proj`, where the reference would fail on a shape
+    mismatch; no published configuration pools without widening).
     """
 
     def __init__(
@@ -169,8 +170,9 @@ class _PatchEmbed(nn.Module):
         self.proj = nn.Conv2d(3, embed_dim, kernel_size=7, stride=4, padding=3)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, H/4, W/4, C); channel-last memory, so contiguous for the usual backends."""
-        return self.proj(images.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        """(B, 3, H, W) -> (B, H/4, W/4, C), contiguous."""
+        x = self.proj(images.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        return x.contiguous()  # a no-op where the convolution kept the channels-last layout
 
 
 class HieraTrunk(nn.Module):
@@ -196,16 +198,21 @@ class HieraTrunk(nn.Module):
         key = (size_in, size_out, str(device))
         matrix = self._resize_cache.get(key)
         if matrix is None:
-            basis = torch.eye(size_in, device=device)[:, None, :, None]  # (in, 1, in, 1)
-            with torch.no_grad():
+            # a normal tensor even when first asked for under inference mode: later calls with autograd
+            # on save it for the backward pass
+            with torch.inference_mode(False), torch.no_grad():
+                basis = torch.eye(size_in, device=device)[:, None, :, None]  # (in, 1, in, 1): unit impulses
                 resized = F.interpolate(basis, size=(size_out, 1), mode="bicubic", align_corners=False)
-            matrix = resized[:, 0, :, 0].t().contiguous()
+                matrix = resized[:, 0, :, 0].t().contiguous()
             self._resize_cache[key] = matrix
         return matrix
 
     def position_embedding(self, height: int, width: int) -> torch.Tensor:
-        """The background embedding resized to (H, W) plus the tiled window embedding: (H, W, C) in the
-        parameters' dtype (autocast off, as for the reference's interpolation), contiguous. H and W must be multiples of the window embedding's size."""
+        """The background embedding resized (bicubic) to (H, W) plus the tiled window embedding.
+
+        Returns (H, W, C), contiguous, in the parameters' dtype (autocast off, as the reference's
+        interpolation is). H and W must be multiples of the window embedding's size.
+        """
         bkg = self.pos_embed[0].permute(1, 2, 0)  # (h, w, C)
         win = self.pos_embed_window[0].permute(1, 2, 0)  # (s, s, C)
         h_in, w_in, c = bkg.shape
@@ -260,23 +267,28 @@ class FeaturePyramidNeck(nn.Module):
         self.top_down_levels = frozenset(top_down_levels)
         self.position_encoding = SinePositionEncoding2d(d_model)
 
-    def forward(self, stage_feats: list[torch.Tensor], num_levels: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Channel-last stage maps, finest first -> (features, position encodings) of the `num_levels`
-        finest levels, each (B, D, H_i, W_i); the encodings are float32 cast to the features' dtype."""
+    def forward(
+        self, stage_feats: list[torch.Tensor], num_levels: int
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Fuse channel-last stage maps (B, H_i, W_i, C_i), finest first.
+
+        Returns the features (B, D, H_i, W_i) of the `num_levels` finest levels and their sine
+        position encodings (float32, cast to the features' dtype as the reference does).
+        """
         coarsest = len(stage_feats) - 1
-        feats: list[torch.Tensor] = [stage_feats[0]] * len(stage_feats)
+        fused: list[torch.Tensor] = []  # coarsest first
         above = None
         for level in range(coarsest, -1, -1):
             lateral = self.convs[coarsest - level](stage_feats[level])
             if level in self.top_down_levels and above is not None:
                 b, d, h, w = lateral.shape
-                # nearest 2x upsampling of the coarser level, computed in float32 as the reference does
+                # nearest 2x upsampling of the coarser level, in float32 as the reference does
                 upsampled = above.float().view(b, d, h // 2, 1, w // 2, 1)
                 above = (lateral.view(b, d, h // 2, 2, w // 2, 2) + upsampled).view(b, d, h, w)
             else:
                 above = lateral
-            feats[level] = above
-        feats = feats[:num_levels]
+            fused.append(above)
+        feats = fused[::-1][:num_levels]
         return feats, [self.position_encoding(f).to(f.dtype) for f in feats]
 
 

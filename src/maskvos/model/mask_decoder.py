@@ -10,7 +10,6 @@ Output tokens, in order: object score, IoU, single mask, then the multimask toke
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from maskvos.model.common import MLP, LayerNorm2d
@@ -37,9 +36,10 @@ class MaskDecoder(nn.Module):
         c = transformer_dim
         self.transformer = TwoWayTransformer(depth=2, embedding_dim=c, num_heads=8, mlp_dim=2048)
         self.num_mask_tokens = num_multimask_outputs + 1
-        self.obj_score_token = nn.Embedding(1, c)
+        # registration order follows the checkpoint's key order
         self.iou_token = nn.Embedding(1, c)
         self.mask_tokens = nn.Embedding(self.num_mask_tokens, c)
+        self.obj_score_token = nn.Embedding(1, c)
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
             LayerNorm2d(c // 4),
@@ -50,7 +50,9 @@ class MaskDecoder(nn.Module):
         self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
         self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
-        self.iou_prediction_head = MLP(c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, sigmoid_output=True)
+        self.iou_prediction_head = MLP(
+            c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, sigmoid_output=True
+        )
         self.pred_obj_score_head = MLP(c, c, 1, 3)
         self.stability_delta = stability_delta
         self.stability_thresh = stability_thresh
