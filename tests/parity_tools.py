@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from maskvos.io.frames import to_model_input
 from maskvos.inference.memory_bank import pointer_distances, recent_frame_slots, select_prompted_frames
 from maskvos.model.sam2 import (
-    PIXEL_MEAN,
-    PIXEL_STD,
     MemoryContext,
     MemoryFrame,
     ObjectPointer,
@@ -161,14 +160,9 @@ def synthetic_masks(frame_idx: int, height: int = 96, width: int = 128) -> dict[
 
 
 def load_frame(path: Path, image_size: int) -> tuple[torch.Tensor, int, int]:
-    """A frame as the model's input: resized to a square, scaled to [0, 1], normalised. Returns (3,S,S), H, W."""
-    img = Image.open(path).convert("RGB")
-    width, height = img.size
-    arr = np.asarray(img.resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.float64) / 255.0
-    x = torch.from_numpy(arr).float().permute(2, 0, 1)
-    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
-    return (x - mean) / std, height, width
+    """A frame file as the model's input (3, S, S), with its original height and width."""
+    frame = np.asarray(Image.open(path).convert("RGB"))
+    return to_model_input(frame, image_size), frame.shape[0], frame.shape[1]
 
 
 @dataclass
