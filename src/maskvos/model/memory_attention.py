@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskvos.model.attention import Attention
+
 _POS_AT_INPUT_SCALE = 0.1
 
 
@@ -71,7 +73,7 @@ def rotate_pairs_(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class RopeAttention(nn.Module):
+class RopeAttention(Attention):
     """Single- or multi-head attention with query/key/value/output projections and axial RoPE.
 
     Queries lie on an H x W grid. The first `num_rope_frames` * H*W keys are that many frames of the
@@ -79,15 +81,7 @@ class RopeAttention(nn.Module):
     """
 
     def __init__(self, embed_dim: int, num_heads: int, kv_in_dim: int | None = None) -> None:
-        super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"num_heads={num_heads} must divide the attention width {embed_dim}")
-        kv_in_dim = embed_dim if kv_in_dim is None else kv_in_dim
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(embed_dim, embed_dim)
-        self.k_proj = nn.Linear(kv_in_dim, embed_dim)
-        self.v_proj = nn.Linear(kv_in_dim, embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        super().__init__(embed_dim, num_heads, kv_in_dim=kv_in_dim)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N, heads, C/heads), a view."""
