@@ -70,15 +70,6 @@ class ModelConfig:
     proj_tpos_enc_in_obj_ptrs: bool = True
     use_signed_tpos_enc_to_obj_ptrs: bool = True
 
-    @property
-    def backbone_stride(self) -> int:
-        """Stride of the lowest-resolution feature map the decoder and memory use."""
-        return 16
-
-    @property
-    def is_sam2_1(self) -> bool:
-        return self.no_obj_embed_spatial
-
 
 _TRUNKS = {
     "tiny": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 7, 2), global_att_blocks=(5, 7, 9)),

@@ -76,15 +76,6 @@ class FrameFeatures:
             image_size=self.image_size,
         )
 
-    def select(self, rows: torch.Tensor | slice) -> FrameFeatures:
-        """A subset of the batch rows."""
-        return FrameFeatures(
-            feats=self.feats[rows],
-            pos_enc=self.pos_enc[rows],
-            high_res_feats=[x[rows] for x in self.high_res_feats],
-            image_size=self.image_size,
-        )
-
 
 @dataclass
 class MemoryFrame:
@@ -298,8 +289,13 @@ class SAM2Model(nn.Module):
         points: tuple[torch.Tensor, torch.Tensor] | None,
         mask_logits: torch.Tensor | None,
         multimask_output: bool,
+        with_high_res: bool = True,
     ) -> TrackOutput:
-        """Prompt encoder + mask decoder + object pointer (SAM2's `_forward_sam_heads`)."""
+        """Prompt encoder + mask decoder + object pointer (SAM2's `_forward_sam_heads`).
+
+        `with_high_res=False` skips upsampling the chosen mask to input size (`high_res_logits` is then
+        the low-resolution mask) for callers that only need the pointer.
+        """
         b = pix_feats.shape[0]
         device = pix_feats.device
         image_size = features.image_size
@@ -337,7 +333,9 @@ class SAM2Model(nn.Module):
                 token = tokens[rows, best]
         else:
             low_res = multimasks
-        high_res = F.interpolate(low_res, size=image_size, mode="bilinear", align_corners=False)
+        high_res = low_res
+        if with_high_res:
+            high_res = F.interpolate(low_res, size=image_size, mode="bilinear", align_corners=False)
         obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), is_present.float())
         return TrackOutput(
             low_res_logits=low_res,
@@ -364,7 +362,12 @@ class SAM2Model(nn.Module):
         )
         # The pointer comes from the decoder on the raw (not memory-conditioned) features.
         decoded = self._decode(
-            features, features.feats, None, self.mask_downsample(mask_input.float()), multimask_output=False
+            features,
+            features.feats,
+            None,
+            self.mask_downsample(mask_input.float()),
+            multimask_output=False,
+            with_high_res=False,
         )
         presence = (mask_input.flatten(1).float() > 0).any(dim=1, keepdim=True).float()
         obj_scores = presence * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
@@ -410,8 +413,3 @@ class SAM2Model(nn.Module):
             is_absent = (object_score_logits <= 0).to(mem_feats.dtype)  # (B, 1)
             mem_feats = mem_feats + is_absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
         return mem_feats, mem_pos
-
-
-def build_model(config: ModelConfig) -> SAM2Model:
-    """A model with this configuration and freshly initialised (not pretrained) weights, in eval mode."""
-    return SAM2Model(config).eval()
