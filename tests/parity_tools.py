@@ -56,15 +56,24 @@ def _overrides(image_size: int) -> list[str]:
     ]
 
 
-def reference_predictor(name: str, checkpoint: str | os.PathLike[str] | None, image_size: int = 1024):
-    """Meta's SAM2VideoPredictor, configured as `build_sam2_video_predictor` does, on the CPU."""
+def reference_predictor(
+    name: str, checkpoint: str | os.PathLike[str] | None, image_size: int = 1024, corrections_as_prompts: bool = False
+):
+    """Meta's SAM2VideoPredictor, configured as `build_sam2_video_predictor` does, on the CPU.
+
+    `corrections_as_prompts` sets the reference's `add_all_frames_to_correct_as_cond`, under which a
+    correction on a tracked frame becomes a conditioning frame, as in maskvos' `VideoSession`.
+    """
     from sam2.build_sam import build_sam2_video_predictor
 
+    overrides = _overrides(image_size)
+    if corrections_as_prompts:
+        overrides.append("++model.add_all_frames_to_correct_as_cond=true")
     model = build_sam2_video_predictor(
         REFERENCE_CONFIGS[name],
         None if checkpoint is None else str(checkpoint),
         device="cpu",
-        hydra_overrides_extra=_overrides(image_size),
+        hydra_overrides_extra=overrides,
     )
     _patch_bfloat16_memory(model)
     return model

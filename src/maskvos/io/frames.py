@@ -186,6 +186,11 @@ class StreamSource(FrameSource):
         self.height, self.width = self._head.shape[:2]
         self.num_frames = None
 
+    @property
+    def position(self) -> int:
+        """Index of the next frame the stream will give."""
+        return self._next_idx
+
     def frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         if start < self._next_idx:
             raise FrameSourceError("A stream can only be read forward; start at or after the last frame read.")

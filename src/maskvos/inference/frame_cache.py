@@ -1,0 +1,151 @@
+"""Frames and their image features for a session: read lazily, encoded once, a few kept.
+
+`FrameCache` owns the frame source. Sequential passes read frames in order (with a background
+prefetch) and encode each once; a small LRU keeps the most recent frames and features so a prompt
+frame is not encoded twice, and a stream (which can only be read forward) can still give back the
+frames just read.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from maskvos.io.frames import FrameSource, FrameSourceError, StreamSource, VideoFileSource, prefetch, to_model_input
+from maskvos.model.sam2 import FrameFeatures, SAM2Model
+
+#: Frames decoded per chunk when a video file is read backward (it can only be decoded forward).
+REVERSE_CHUNK = 32
+
+
+class FrameCache:
+    """Frames of one source and their features at the session's resolution."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        model: SAM2Model,
+        resolution: int,
+        device: torch.device,
+        cache_size: int = 4,
+        prefetch_depth: int = 4,
+    ) -> None:
+        self.source = source
+        self.model = model
+        self.resolution = resolution
+        self.device = device
+        self.cache_size = cache_size
+        self.prefetch_depth = prefetch_depth
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
+        self.num_encoded = 0
+
+    @property
+    def num_frames(self) -> int | None:
+        return self.source.num_frames
+
+    def _remember(self, store: OrderedDict, key: int, value) -> None:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > self.cache_size:
+            store.popitem(last=False)
+
+    def frame(self, frame_idx: int) -> np.ndarray:
+        """The RGB frame (H, W, 3) uint8."""
+        if frame_idx in self._frames:
+            self._frames.move_to_end(frame_idx)
+            return self._frames[frame_idx]
+        self.source.check_index(frame_idx)
+        if isinstance(self.source, StreamSource):
+            frame = None
+            for idx, img in self.source.frames(min(frame_idx, self.source.position)):
+                self._remember(self._frames, idx, img)
+                if idx == frame_idx:
+                    frame = img
+                    break
+            if frame is None:
+                raise FrameSourceError(f"Frame {frame_idx} is past the end of the stream; pass a valid frame index.")
+            return frame
+        frame = self.source.frame(frame_idx)
+        self._remember(self._frames, frame_idx, frame)
+        return frame
+
+    @torch.inference_mode()
+    def features(self, frame_idx: int, frame: np.ndarray | None = None) -> FrameFeatures:
+        """Image features (batch 1) of a frame, encoded once while it stays cached."""
+        if frame_idx in self._features:
+            self._features.move_to_end(frame_idx)
+            return self._features[frame_idx]
+        if frame is None:
+            frame = self.frame(frame_idx)
+        image = to_model_input(frame, self.resolution).to(self.device)
+        feats = self.model.encode_image(image[None])
+        self.num_encoded += 1
+        self._remember(self._features, frame_idx, feats)
+        return feats
+
+    def iterate(self, start: int, stop: int | None, reverse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """(frame_idx, frame) from `start` to `stop` inclusive, backward if `reverse`.
+
+        `stop` None reads forward to the end of the source (a stream: until it ends).
+        """
+        if reverse:
+            order = range(start, (stop if stop is not None else 0) - 1, -1)
+        elif stop is not None:
+            order = range(start, stop + 1)
+        else:
+            order = None
+        if order is not None and all(t in self._frames for t in order):
+            for t in order:
+                yield t, self.frame(t)
+            return
+        if isinstance(self.source, StreamSource):
+            if reverse:
+                raise FrameSourceError("A stream can only be tracked forward; use direction 'forward'.")
+            yield from self._iterate_stream(start, stop)
+            return
+        if order is None:
+            order = range(start, self.source.num_frames)
+        if isinstance(self.source, VideoFileSource):
+            reader = self._reverse_video(order) if reverse else self._forward_video(order)
+        else:
+            reader = ((t, self.source.frame(t)) for t in order)
+        for t, frame in prefetch(reader, self.prefetch_depth):
+            self._remember(self._frames, t, frame)
+            yield t, frame
+
+    def _iterate_stream(self, start: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
+        position = start
+        while (stop is None or position <= stop) and position in self._frames:
+            yield position, self._frames[position]
+            position += 1
+        if stop is not None and position > stop:
+            return
+        for t, frame in self.source.frames(position):
+            self._remember(self._frames, t, frame)
+            yield t, frame
+            if stop is not None and t >= stop:
+                return
+
+    def _forward_video(self, order: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        last = order[-1]
+        for t, frame in self.source.frames(order[0]):
+            yield t, frame
+            if t >= last:
+                return
+
+    def _reverse_video(self, order: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode forward in chunks and hand them out backward."""
+        high, low = order[0], order[-1]
+        while high >= low:
+            chunk_start = max(low, high - REVERSE_CHUNK + 1)
+            chunk = []
+            for t, frame in self.source.frames(chunk_start):
+                chunk.append((t, frame))
+                if t >= high:
+                    break
+            yield from reversed(chunk)
+            high = chunk_start - 1
