@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from media_tools import numbered_frame, write_video
 from maskvos.io.frames import (
     ArraySource,
     FrameSourceError,
@@ -24,22 +25,8 @@ from maskvos.io.frames import (
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "vos"
 
 
-def _frame(i: int, h: int = 48, w: int = 64) -> np.ndarray:
-    f = np.zeros((h, w, 3), np.uint8)
-    f[..., 0] = (i * 20) % 256
-    f[:, (4 * i) % w, 1] = 255
-    return f
-
-
-def _write_video(path: Path, n: int) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(n):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+_frame = numbered_frame
+_write_video = write_video
 
 
 def test_folder_in_natural_order_whatever_the_names(tmp_path):

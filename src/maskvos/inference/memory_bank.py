@@ -235,8 +235,8 @@ class MemoryBank:
         )
 
     def evict(self, next_frame: int, reverse: bool, obj_ids: Iterable[int] | None = None) -> int:
-        """Drop tracked entries that neither `next_frame` (continuing the pass) nor a pass starting at a
-        prompted frame can select. Returns the number of entries dropped."""
+        """Drop tracked entries that neither `next_frame` (the frame about to be processed) nor a pass
+        starting at a prompted frame can select. Returns the number of entries dropped."""
         if self.keep_all:
             return 0
         sign = -1 if reverse else 1

@@ -282,13 +282,14 @@ class VideoSession:
 
     def _run_pass(self, start: int, stop: int | None, reverse: bool, obj_ids: list[int]) -> Iterator[FrameResult]:
         """Process frames `start`..`stop` (inclusive) for `obj_ids`, storing memories and evicting old ones."""
-        step = -1 if reverse else 1
         for frame_idx, frame in self.frames.iterate(start, stop, reverse):
+            # Evict before, not after, a frame: what the last frame of a pass attended to stays, so a
+            # correction there needs no rebuild.
+            self.bank.evict(frame_idx, reverse, obj_ids)
             features = self.frames.features(frame_idx, frame)
             entries = self._track_frame(frame_idx, features, reverse, obj_ids)
             for obj_id in obj_ids:
                 self.bank.objects[obj_id].directions[frame_idx] = reverse
-            self.bank.evict(frame_idx + step, reverse, obj_ids)
             yield self._result(frame_idx, obj_ids, entries)
 
     def _track_frame(self, frame_idx: int, features: FrameFeatures, reverse: bool, obj_ids: list[int]) -> list[MemoryEntry]:
