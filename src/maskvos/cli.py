@@ -36,12 +36,120 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(text: str, count: int, what: str, example: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}; write it like {example}")
+    return values
+
+
+def _point(text: str) -> tuple[float, float, int]:
+    x, y, label = _numbers(text, 3, "x,y,label", "120,80,1 (label 1 object, 0 background)")
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point '{text}' has label {label:g}; use 1 (object) or 0 (background)")
+    return x, y, int(label)
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = _numbers(text, 4, "x0,y0,x1,y1", "40,30,200,180")
+    return x0, y0, x1, y1
+
+
+def _formats(text: str) -> list[str]:
+    from maskvos.inference.runner import FORMATS
+
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    for name in names:
+        if name not in FORMATS:
+            raise argparse.ArgumentTypeError(f"format '{name}' is unknown; use any of {','.join(FORMATS)}")
+    return names
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    """Segment every frame of a video from prompts and write the masks."""
+    import torch
+
+    from maskvos.checkpoints import load_model
+    from maskvos.errors import ConfigError
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.runner import PromptSpec, prompts_from_mask_file, segment_video
+    from maskvos.io.frames import open_source
+    from maskvos.progress import Progress
+
+    if args.prompt is None and not args.points and args.box is None:
+        raise ConfigError("No prompt was given; pass --prompt MASK.png, --points x,y,label or --box x0,y0,x1,y1.")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but this machine has no usable CUDA GPU; use --device cpu.")
+    config = InferenceConfig(resolution=args.resolution, overlap=args.overlap)
+    source = open_source(args.source)
+    prompts: list[PromptSpec] = []
+    if args.prompt is not None:
+        prompts += prompts_from_mask_file(args.prompt, source, args.frame, args.obj_id)
+    if args.points or args.box is not None:
+        points = [(x, y) for x, y, _ in args.points or []]
+        labels = [label for _, _, label in args.points or []]
+        prompts.append(PromptSpec(args.frame, args.obj_id or 1, points=points or None, labels=labels or None, box=args.box))
+    model = load_model(args.checkpoint or args.model).to(device)
+    progress = None if args.quiet else (lambda total: Progress(total, label="segmenting"))
+    summary = segment_video(
+        model,
+        source,
+        prompts,
+        args.out,
+        formats=args.format,
+        config=config,
+        direction=args.direction,
+        resume=args.resume,
+        model_name=args.checkpoint or args.model,
+        progress=progress,
+        fps=args.fps,
+    )
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _add_segment_parser(sub) -> None:
+    seg = sub.add_parser(
+        "segment",
+        help="segment objects through a video from a mask, clicks or a box",
+        description="Track prompted objects through every frame of a video and write their masks.",
+    )
+    seg.add_argument("source", help="video file (mp4, mov, avi, mkv, webm) or folder of frame images")
+    seg.add_argument("--prompt", help="mask PNG of the prompt frame (palette PNG: one object per id) or a folder "
+                     "of mask PNGs named like their frames (each one a prompt)")
+    seg.add_argument("--frame", type=int, default=0, help="frame index of --prompt PNG, --points and --box (default 0)")
+    seg.add_argument("--points", type=_point, nargs="+", metavar="X,Y,LABEL",
+                     help="clicks in pixels; label 1 marks the object, 0 the background")
+    seg.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="box around the object, in pixels")
+    seg.add_argument("--obj-id", type=int, help="object id of --points/--box (default 1) or of a one-object mask")
+    _add_model_args(seg)
+    seg.add_argument("--out", required=True, help="output folder")
+    seg.add_argument("--format", type=_formats, default=["png"],
+                     help="comma-separated outputs: png (palette label maps), objects (per-object PNGs), "
+                     "rle (COCO RLE JSON), overlay (MP4 preview); default png")
+    seg.add_argument("--resolution", type=int, help="model input size: 1024 (native, default), 768 or 512 (faster)")
+    seg.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    seg.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
+                     help="forward from the first prompt (default), backward from the last, or both from the first")
+    seg.add_argument("--overlap", choices=["score", "order"], default="score",
+                     help="who wins a pixel claimed by two objects: the higher score (default) or the later id")
+    seg.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
+    seg.add_argument("--fps", type=float, default=24.0, help="frame rate of the overlay preview (default 24)")
+    seg.add_argument("--quiet", action="store_true", help="no progress display")
+    seg.set_defaults(func=cmd_segment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskvos", description="Video object segmentation from prompts.")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="describe a model checkpoint")
     _add_model_args(info)
     info.set_defaults(func=cmd_info)
+    _add_segment_parser(sub)
     return parser
 
 
@@ -54,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maskvos: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("maskvos: interrupted", file=sys.stderr)
+        hint = "; run the same command with --resume to continue" if getattr(args, "command", "") == "segment" else ""
+        print(f"maskvos: interrupted{hint}", file=sys.stderr)
         return 130
 
 

@@ -206,3 +206,27 @@ def test_frame_cache_reads_a_video_file_backward(tmp_path, model):
     for t, frame in backward:
         assert np.array_equal(frame, forward[t])
     assert abs(int(forward[7][..., 0].mean()) - numbered_frame(7)[..., 0].mean()) < 8
+
+
+def test_saved_state_resumes_a_propagation_exactly(model, tmp_path):
+    video = frames(30)
+    config = InferenceConfig(resolution=64)
+    full = VideoSession(model, video, config)
+    full.add_mask(0, 1, square())
+    full.add_box(0, 2, [50, 5, 90, 30])
+    expected = [r.mask_logits for r in full.propagate()]
+    first = VideoSession(model, video, config)
+    first.add_mask(0, 1, square())
+    first.add_box(0, 2, [50, 5, 90, 30])
+    for r in first.propagate(end=20):
+        pass
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = VideoSession(model, video, config)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert resumed.obj_ids == [1, 2] and resumed.bank.num_entries() == first.bank.num_entries()
+    rest = list(resumed.propagate(start=21))
+    assert [r.frame_idx for r in rest] == list(range(21, 30))
+    for r in rest:
+        assert torch.equal(r.mask_logits, expected[r.frame_idx])
+    # The mask prompt on frame 0 still comes back unchanged.
+    assert np.array_equal(next(iter(resumed.propagate(start=0, end=0))).masks[0].numpy(), square())

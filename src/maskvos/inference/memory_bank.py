@@ -252,3 +252,48 @@ class MemoryBank:
                 del mem.tracked[t]
                 dropped += 1
         return dropped
+
+
+# ---------------------------------------------------------------------------------------------------
+# Saving and restoring a bank (resume an interrupted run exactly)
+
+_ENTRY_FIELDS = ("low_res_logits", "obj_ptr", "object_score_logits", "mem_feats")
+
+
+def bank_state(bank: MemoryBank) -> dict:
+    """The bank's contents as plain dicts, lists and tensors (loadable with `weights_only=True`)."""
+
+    def entries(store: dict[int, MemoryEntry]) -> dict[int, dict]:
+        return {t: {k: getattr(e, k) for k in _ENTRY_FIELDS if getattr(e, k) is not None} for t, e in store.items()}
+
+    return {
+        "mem_pos_enc": bank.mem_pos_enc,
+        "objects": {
+            obj_id: {
+                "prompted": entries(m.prompted),
+                "tracked": entries(m.tracked),
+                "pending": entries(m.pending),
+                "directions": dict(m.directions),
+            }
+            for obj_id, m in bank.objects.items()
+        },
+    }
+
+
+def restore_bank(bank: MemoryBank, state: dict, device: torch.device) -> None:
+    """Replace the bank's contents by a saved `bank_state`."""
+
+    def entries(store: dict[int, dict]) -> dict[int, MemoryEntry]:
+        return {int(t): MemoryEntry(**{k: v.to(device) for k, v in e.items()}) for t, e in store.items()}
+
+    pos = state["mem_pos_enc"]
+    bank.mem_pos_enc = None if pos is None else pos.to(device)
+    bank.objects = {
+        int(obj_id): ObjectMemory(
+            prompted=entries(m["prompted"]),
+            tracked=entries(m["tracked"]),
+            pending=entries(m["pending"]),
+            directions={int(t): bool(r) for t, r in m["directions"].items()},
+        )
+        for obj_id, m in state["objects"].items()
+    }

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from maskvos.errors import MaskvosError
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache
-from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan
+from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, bank_state, restore_bank
 from maskvos.inference.objects import ObjectRegistry
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
 from maskvos.io.frames import FrameSource, open_source
@@ -369,6 +369,32 @@ class VideoSession:
             start += step
         for _ in self._run_pass(start, frame_idx, reverse, [obj_id]):
             pass
+
+    # ------------------------------------------------------------------ saving
+    def state_dict(self) -> dict:
+        """Everything a session has learnt (objects, prompts, memories) as plain containers of tensors.
+
+        Saved between frames of a propagation and restored into a new session on the same video and
+        model, the continued propagation gives exactly the results of an uninterrupted one.
+        """
+        return {
+            "obj_ids": self.obj_ids,
+            "bank": bank_state(self.bank),
+            "prompt_masks": {f"{o}:{t}": torch.from_numpy(m) for (o, t), m in self._prompt_masks.items()},
+            "new_prompt_frames": sorted(self._new_prompt_frames),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict` saved from a session on the same video, model and configuration."""
+        self.objects = ObjectRegistry()
+        for obj_id in state["obj_ids"]:
+            self.objects.add(int(obj_id))
+        restore_bank(self.bank, state["bank"], self.device)
+        self._prompt_masks = {}
+        for key, mask in state["prompt_masks"].items():
+            obj_id, frame_idx = (int(x) for x in key.split(":"))
+            self._prompt_masks[(obj_id, frame_idx)] = mask.numpy().astype(bool)
+        self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
 
     # ------------------------------------------------------------------ helpers
     @property

@@ -53,6 +53,10 @@ class FrameSource(ABC):
             return frame
         raise FrameSourceError(f"Frame {frame_idx} could not be read from {self}; check the video.")
 
+    def stem(self, frame_idx: int) -> str:
+        """The name outputs of this frame get: the image's own name for a folder, else the zero-padded index."""
+        return f"{frame_idx:05d}"
+
     def check_index(self, frame_idx: int) -> None:
         """Raise a clear error for an index outside the video."""
         if frame_idx < 0 or (self.num_frames is not None and frame_idx >= self.num_frames):
@@ -77,12 +81,21 @@ class ImageFolderSource(FrameSource):
         self.paths = sorted((p for p in files), key=lambda p: natural_key(p.name))
         if not self.paths:
             raise FrameSourceError(f"Frame folder '{self.folder}' holds no images; pass a folder of frames or a video file.")
+        stems = [p.stem for p in self.paths]
+        if len(set(stems)) != len(stems):
+            twice = sorted({s for s in stems if stems.count(s) > 1})[0]
+            raise FrameSourceError(
+                f"Frame folder '{self.folder}' has several images named '{twice}' (different extensions); keep one."
+            )
         self.num_frames = len(self.paths)
         first = self._read(0)
         self.height, self.width = first.shape[:2]
 
     def __repr__(self) -> str:
         return f"ImageFolderSource('{self.folder}')"
+
+    def stem(self, frame_idx: int) -> str:
+        return self.paths[frame_idx].stem
 
     def _read(self, frame_idx: int) -> np.ndarray:
         path = self.paths[frame_idx]

@@ -153,6 +153,16 @@ class OverlayVideoWriter:
         os.replace(self.tmp, self.path)
         self._container = None
 
+    def discard(self) -> None:
+        """Abandon the video: close and delete the temporary file, leaving no partial output."""
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # noqa: BLE001 - the file is deleted anyway
+                pass
+            self._container = None
+        self.tmp.unlink(missing_ok=True)
+
 
 def completed_frames(out_dir: str | Path, suffix: str = ".png") -> set[str]:
     """Stems of frames whose output file is complete (temporary `.part` files do not count)."""
