@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from media_tools import write_video
 from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
 
@@ -20,9 +21,15 @@ def test_python_api_example_runs(tmp_path, capsys):
     assert blocks[0].splitlines()[:2] == ["bash scripts/install.sh      # install maskvos, its test dependencies and the reference sam2==1.1.0", "python3 -m pytest -q         # run the tests (the full parity suite: python3 -m pytest -m parity)"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "bash scripts/install.sh\npython3 -m pytest -q\n" in ci
-    code = re.search(r"```python\n(.*?)```", text.split("## Python API")[1], re.S).group(1)
+    session_code, step_code = re.findall(r"```python\n(.*?)```", text.split("## Python API")[1], re.S)[:2]
     checkpoint = tmp_path / "tiny.pt"
     torch.save({"model": SAM2Model(get_config("sam2.1-tiny")).state_dict()}, checkpoint)
-    code = code.replace('maskvos.load_model("sam2.1-tiny")', f"maskvos.load_model({str(checkpoint)!r})")
-    exec(compile(code, "README.md", "exec"), {})
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, 3)  # 64x48
+    load = ('maskvos.load_model("sam2.1-tiny")', f"maskvos.load_model({str(checkpoint)!r})")
+    # The session example at a small model input keeps the test fast; the code is otherwise as printed.
+    session_code = session_code.replace(*load).replace('"clip.mp4"', repr(str(clip))).replace("resolution=512", "resolution=64")
+    exec(compile(session_code, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "2 [1, 2] (2, 48, 64) (48, 64)"
+    exec(compile(step_code.replace(*load), "README.md", "exec"), {})
     assert "torch.Size([2, 1, 256, 256])" in capsys.readouterr().out

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING, Any
 from maskvos.errors import MaskvosError
 
 __version__ = "0.1.0"
-__all__ = ["MaskvosError", "load_model", "__version__"]
+__all__ = ["InferenceConfig", "MaskvosError", "VideoSession", "load_model", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from maskvos.checkpoints import load_model
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.session import VideoSession
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +21,12 @@ def __getattr__(name: str) -> Any:
         from maskvos.checkpoints import load_model
 
         return load_model
+    if name == "VideoSession":
+        from maskvos.inference.session import VideoSession
+
+        return VideoSession
+    if name == "InferenceConfig":
+        from maskvos.inference.config import InferenceConfig
+
+        return InferenceConfig
     raise AttributeError(f"module 'maskvos' has no attribute {name!r}")
