@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 from maskvos.errors import MaskvosError
@@ -16,7 +17,8 @@ EXIT_USER_ERROR = 2
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--model", help="published model name, e.g. sam2.1-tiny (downloaded once, then cached)")
+    group.add_argument("--model", help="published model name, e.g. sam2.1-tiny (downloaded once, then cached), "
+                       "or 'featmatch' (offline feature matching, mask prompts only)")
     group.add_argument("--checkpoint", help="path of a SAM2/SAM2.1 .pt checkpoint or a maskvos .safetensors file")
 
 
@@ -72,7 +74,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """Segment every frame of a video from prompts and write the masks."""
     import torch
 
-    from maskvos.checkpoints import load_model
     from maskvos.errors import ConfigError
     from maskvos.inference.config import InferenceConfig
     from maskvos.inference.runner import PromptSpec, prompts_from_mask_file, segment_video
@@ -93,7 +94,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         points = [(x, y) for x, y, _ in args.points or []]
         labels = [label for _, _, label in args.points or []]
         prompts.append(PromptSpec(args.frame, args.obj_id or 1, points=points or None, labels=labels or None, box=args.box))
-    model = load_model(args.checkpoint or args.model).to(device)
+    model, model_name = _segment_model(args, device, needs_clicks=bool(args.points or args.box is not None))
     progress = None if args.quiet else (lambda total: Progress(total, label="segmenting"))
     summary = segment_video(
         model,
@@ -104,12 +105,85 @@ def cmd_segment(args: argparse.Namespace) -> int:
         config=config,
         direction=args.direction,
         resume=args.resume,
-        model_name=args.checkpoint or args.model,
+        model_name=model_name,
         progress=progress,
         fps=args.fps,
     )
     print("\n".join(summary.lines()))
     return 0
+
+
+def _segment_model(args: argparse.Namespace, device: str, needs_clicks: bool):
+    """The model asked for; a SAM2 name that cannot be downloaded falls back to featmatch (mask prompts)."""
+    from maskvos.backends import load_backend
+    from maskvos.errors import CheckpointDownloadError
+
+    name = args.checkpoint or args.model
+    try:
+        return load_backend(name, device), name
+    except CheckpointDownloadError as exc:
+        if args.checkpoint or needs_clicks:
+            raise
+        print(f"maskvos: note: {exc}", file=sys.stderr)
+        print("maskvos: note: falling back to the offline 'featmatch' backend (no download needed).", file=sys.stderr)
+        return load_backend("featmatch", device), "featmatch"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score predicted masks against DAVIS-layout ground truth."""
+    from maskvos.eval import evaluate_folders
+
+    report = evaluate_folders(args.gt, args.pred, sequences=args.sequences, skip_first_last=not args.all_frames)
+    print(report.table())
+    if args.out:
+        report.write_csv(args.out)
+        print(f"per-object results: {args.out}")
+    return 0
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    """Segment every sequence of a dataset from its annotations, then evaluate."""
+    import torch
+
+    from maskvos.backends import load_backend
+    from maskvos.eval.run import run_dataset
+    from maskvos.inference.config import InferenceConfig
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = args.checkpoint or args.model
+    model = load_backend(name, device)
+    config = InferenceConfig(resolution=args.resolution)
+
+    def progress(seq: str, frames: int, seconds: float) -> None:
+        rate = frames / seconds if seconds > 0 and frames else 0.0
+        done = "already complete" if frames == 0 else f"{frames} frames, {rate:.2f} frames/s"
+        print(f"{seq}: {done}", file=sys.stderr, flush=True)
+
+    run = run_dataset(args.dataset, model, args.out, args.sequences, config, model_name=name, on_sequence=progress)
+    print(run.report.table())
+    print(f"\n{run.frames} frames segmented in {run.seconds:.1f} s: {run.fps:.2f} frames/s end to end")
+    csv = Path(args.out) / "results.csv"
+    run.report.write_csv(csv)
+    print(f"per-object results: {csv}")
+    return 0
+
+
+def _add_eval_parsers(sub) -> None:
+    ev = sub.add_parser("eval", help="J&F of predicted masks against ground truth (DAVIS layout)")
+    ev.add_argument("--gt", required=True, help="ground truth: Annotations/ (or a dataset root holding it), <seq>/<frame>.png")
+    ev.add_argument("--pred", required=True, help="predictions in the same layout, paired by file name")
+    ev.add_argument("--out", help="write per-object results as CSV")
+    ev.add_argument("--sequences", nargs="+", help="only these sequences")
+    ev.add_argument("--all-frames", action="store_true", help="score the first and last frame too (DAVIS skips them)")
+    ev.set_defaults(func=cmd_eval)
+    er = sub.add_parser("eval-run", help="segment a DAVIS-layout dataset from its annotations and evaluate")
+    er.add_argument("dataset", help="dataset root with JPEGImages/<seq>/ and Annotations/<seq>/")
+    _add_model_args(er)
+    er.add_argument("--out", required=True, help="predictions folder (<seq>/<frame>.png) and results.csv")
+    er.add_argument("--sequences", nargs="+", help="only these sequences")
+    er.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024)")
+    er.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    er.set_defaults(func=cmd_eval_run)
 
 
 def _add_segment_parser(sub) -> None:
@@ -150,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(info)
     info.set_defaults(func=cmd_info)
     _add_segment_parser(sub)
+    _add_eval_parsers(sub)
     return parser
 
 

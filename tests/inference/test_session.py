@@ -14,7 +14,7 @@ import torch
 from media_tools import numbered_frame, write_video
 from maskvos.errors import ConfigError
 from maskvos.inference.config import InferenceConfig
-from maskvos.inference.frame_cache import FrameCache
+from maskvos.inference.frame_cache import FrameCache, sam2_encoder
 from maskvos.inference.objects import UnknownObjectError
 from maskvos.inference.prompts import PromptError
 from maskvos.inference.session import FrameResult, SessionError, VideoSession
@@ -199,7 +199,7 @@ def test_label_map_overlap_rules():
 def test_frame_cache_reads_a_video_file_backward(tmp_path, model):
     path = tmp_path / "clip.mp4"
     write_video(path, 40)
-    cache = FrameCache(open_source(path), model, 64, torch.device("cpu"), cache_size=2)
+    cache = FrameCache(open_source(path), sam2_encoder(model, 64, torch.device("cpu")), cache_size=2)
     forward = [f for _, f in cache.iterate(0, None)]
     backward = list(cache.iterate(39, 0, reverse=True))
     assert [t for t, _ in backward] == list(range(39, -1, -1))

@@ -9,7 +9,8 @@ frames just read.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,26 +22,31 @@ from maskvos.model.sam2 import FrameFeatures, SAM2Model
 REVERSE_CHUNK = 32
 
 
+def sam2_encoder(model: SAM2Model, resolution: int, device: torch.device) -> Callable[[np.ndarray], FrameFeatures]:
+    """A frame encoder for `FrameCache`: resize and normalise, then SAM2's image encoder (batch 1)."""
+
+    def encode(frame: np.ndarray) -> FrameFeatures:
+        return model.encode_image(to_model_input(frame, resolution).to(device)[None])
+
+    return encode
+
+
 class FrameCache:
-    """Frames of one source and their features at the session's resolution."""
+    """Frames of one source and their features (whatever `encode` makes of a frame)."""
 
     def __init__(
         self,
         source: FrameSource,
-        model: SAM2Model,
-        resolution: int,
-        device: torch.device,
+        encode: Callable[[np.ndarray], Any],
         cache_size: int = 4,
         prefetch_depth: int = 4,
     ) -> None:
         self.source = source
-        self.model = model
-        self.resolution = resolution
-        self.device = device
+        self.encode = encode
         self.cache_size = cache_size
         self.prefetch_depth = prefetch_depth
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._features: OrderedDict[int, FrameFeatures] = OrderedDict()
+        self._features: OrderedDict[int, Any] = OrderedDict()
         self.num_encoded = 0
 
     @property
@@ -74,15 +80,14 @@ class FrameCache:
         return frame
 
     @torch.inference_mode()
-    def features(self, frame_idx: int, frame: np.ndarray | None = None) -> FrameFeatures:
-        """Image features (batch 1) of a frame, encoded once while it stays cached."""
+    def features(self, frame_idx: int, frame: np.ndarray | None = None) -> Any:
+        """The features of a frame, encoded once while they stay cached."""
         if frame_idx in self._features:
             self._features.move_to_end(frame_idx)
             return self._features[frame_idx]
         if frame is None:
             frame = self.frame(frame_idx)
-        image = to_model_input(frame, self.resolution).to(self.device)
-        feats = self.model.encode_image(image[None])
+        feats = self.encode(frame)
         self.num_encoded += 1
         self._remember(self._features, frame_idx, feats)
         return feats

@@ -27,6 +27,7 @@ import torch
 
 from maskvos.errors import MaskvosError
 from maskvos.inference.config import InferenceConfig
+from maskvos.backends import open_session
 from maskvos.inference.session import FrameResult, VideoSession
 from maskvos.io.frames import FrameSource, open_source
 from maskvos.io.masks import MaskFileError, label_map_to_masks, read_label_map
@@ -140,9 +141,9 @@ def _prompts_from_folder(folder: Path, source: FrameSource) -> list[PromptSpec]:
 class _Outputs:
     """The per-frame writers of a run."""
 
-    def __init__(self, out_dir: Path, formats: Sequence[str]) -> None:
+    def __init__(self, out_dir: Path, formats: Sequence[str], masks_subdir: str = "masks") -> None:
         self.out_dir = out_dir
-        self.masks_dir = out_dir / "masks"
+        self.masks_dir = out_dir / masks_subdir if masks_subdir else out_dir
         self.writers: list = []
         self.has_masks = "png" in formats or "overlay" in formats
         if self.has_masks:
@@ -189,6 +190,7 @@ def segment_video(
     model_name: str = "",
     progress: Callable[[int | None], Progress] | None = None,
     fps: float = 24.0,
+    masks_subdir: str = "masks",
 ) -> SegmentSummary:
     """Prompt, propagate and write every frame's masks; see the module docstring for the outputs."""
     unknown = [f for f in formats if f not in FORMATS]
@@ -199,7 +201,7 @@ def segment_video(
     frames = open_source(source)
     if "overlay" in formats and frames.num_frames is None:
         raise RunError("An overlay preview needs a video or folder it can read twice; drop 'overlay' from --format.")
-    session = VideoSession(model, frames, config)
+    session = open_session(model, frames, config)
     for spec in prompts:
         spec.apply(session)
     out_dir = prepare_output_dir(out_dir)
@@ -207,8 +209,8 @@ def segment_video(
     signature = {
         "source": str(source),
         "num_frames": frames.num_frames,
-        "model": model_name or model.config.name,
-        "resolution": session.resolution,
+        "model": model_name or getattr(model.config, "name", type(model).__name__),
+        "resolution": getattr(session, "resolution", None),
         "direction": direction,
         "prompts": [p.digest() for p in prompts],
     }
@@ -225,7 +227,7 @@ def segment_video(
         session.load_state_dict(saved["session"])
         pass_idx, next_frame = saved["pass_idx"], saved["next_frame"]
         resumed_at = next_frame
-    outputs = _Outputs(out_dir, formats)
+    outputs = _Outputs(out_dir, formats, masks_subdir)
     total = None if frames.num_frames is None else _frames_to_go(passes, pass_idx, next_frame, frames.num_frames)
     bar = progress(total) if progress else None
     present: dict[int, int] = {}

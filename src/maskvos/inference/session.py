@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from maskvos.errors import MaskvosError
 from maskvos.inference.config import InferenceConfig
-from maskvos.inference.frame_cache import FrameCache
+from maskvos.inference.frame_cache import FrameCache, sam2_encoder
 from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, bank_state, restore_bank
 from maskvos.inference.objects import ObjectRegistry
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
@@ -112,9 +112,7 @@ class VideoSession:
         self.resolution = self.config.resolution or model.image_size
         self.frames = FrameCache(
             open_source(source),
-            model,
-            self.resolution,
-            self.device,
+            sam2_encoder(model, self.resolution, self.device),
             cache_size=self.config.feature_cache,
             prefetch_depth=self.config.prefetch,
         )
