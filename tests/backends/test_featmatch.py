@@ -16,30 +16,10 @@ from maskvos.eval.metrics import region_similarity
 from maskvos.inference.prompts import PromptError
 from maskvos.io.masks import read_label_map, write_label_map
 
-H, W, N = 160, 224, 12
+from media_tools import OCCLUSION_SIZE, occlusion_video
 
-
-def occlusion_video() -> tuple[np.ndarray, list[dict[int, np.ndarray]]]:
-    """Two textured objects moving over a textured background; object 1 passes behind object 2."""
-    rng = np.random.default_rng(0)
-    background = (rng.random((H // 8, W // 8, 3)) * 120 + 60).repeat(8, 0).repeat(8, 1)
-    tex1 = np.kron(rng.random((6, 6, 3)) > 0.5, np.ones((6, 6, 1))) * np.array([200, 40, 40]) + 30
-    tex2 = np.kron(rng.random((8, 5, 3)) > 0.5, np.ones((6, 6, 1))) * np.array([40, 60, 210]) + 20
-    frames, truths = [], []
-    for t in range(N):
-        img = background.copy()
-        y1, x1 = 50, 20 + 12 * t  # object 1 moves right...
-        y2, x2 = 40, 110  # ...behind the still object 2 (frames ~5-9)
-        img[y1 : y1 + 36, x1 : x1 + 36] = tex1
-        m1 = np.zeros((H, W), bool)
-        m1[y1 : y1 + 36, x1 : x1 + 36] = True
-        img[y2 : y2 + 48, x2 : x2 + 30] = tex2
-        m2 = np.zeros((H, W), bool)
-        m2[y2 : y2 + 48, x2 : x2 + 30] = True
-        m1 &= ~m2
-        frames.append(img.clip(0, 255).astype(np.uint8))
-        truths.append({1: m1, 2: m2})
-    return np.stack(frames), truths
+H, W = OCCLUSION_SIZE
+N = 12
 
 
 @pytest.fixture(scope="module")
