@@ -164,13 +164,6 @@ class _Memory:
     probs: torch.Tensor  # (1 + objects, N)
 
 
-def _window_mask(h: int, w: int, radius: int) -> torch.Tensor:
-    """(N, N) bool: key cell within `radius` cells (Chebyshev) of the query cell."""
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    ys, xs = ys.flatten(), xs.flatten()
-    return ((ys[:, None] - ys[None, :]).abs() <= radius) & ((xs[:, None] - xs[None, :]).abs() <= radius)
-
-
 class FeatMatchSession:
     """Prompts (masks) and propagation by feature matching; the interface of `VideoSession`."""
 
@@ -183,7 +176,6 @@ class FeatMatchSession:
         self._prompt_memory: dict[int, _Memory] = {}
         self._recent: deque[_Memory] = deque(maxlen=max(self.config.recent_frames, 0) or None)
         self._new_prompt_frames: set[int] = set()
-        self._window: torch.Tensor | None = None
         self.overlap = "score"
 
     # ------------------------------------------------------------------ properties
@@ -281,27 +273,64 @@ class FeatMatchSession:
         return self._result(frame_idx, full)
 
     def _read(self, keys, h, w, prompt_mems, recent_mems, num_labels) -> torch.Tensor:
-        """Soft labels (L, N) of the query keys (C, N) from memory."""
+        """Soft labels (L, N) of the query keys (C, N) from memory.
+
+        Prompted frames are matched globally; recent frames within a (2r+1)^2 window, computed one
+        query row at a time against the band of memory rows it can reach (no N x N matrix). The top-k
+        candidates of both are merged before the softmax.
+        """
         cfg = self.config
-        affinities, values = [], []
-        for mem in prompt_mems:
-            affinities.append(keys.T @ mem.keys)
-            values.append(mem.probs)
+        k = cfg.top_k
+        cand_aff, cand_val = [], []
+        if prompt_mems:
+            aff = keys.T @ torch.cat([m.keys for m in prompt_mems], dim=1)  # (N, P*N)
+            vals = torch.cat([_pad_labels(m.probs, num_labels) for m in prompt_mems], dim=1)  # (L, P*N)
+            top, idx = aff.topk(min(k, aff.shape[1]), dim=1)
+            cand_aff.append(top)
+            cand_val.append(vals[:, idx])  # (L, N, k)
         if recent_mems:
-            if self._window is None or self._window.shape[0] != h * w:
-                self._window = _window_mask(h, w, cfg.window_radius)
-            for mem in recent_mems:
-                aff = keys.T @ mem.keys
-                aff.masked_fill_(~self._window, -2.0)
-                affinities.append(aff)
-                values.append(mem.probs)
-        values = [_pad_labels(v, num_labels) for v in values]
-        aff = torch.cat(affinities, dim=1)  # (N, M)
-        top, idx = aff.topk(min(cfg.top_k, aff.shape[1]), dim=1)
-        weights = torch.softmax(top / cfg.temperature, dim=1)  # (N, k)
-        vals = torch.cat(values, dim=1)  # (L, M)
-        gathered = vals[:, idx]  # (L, N, k)
-        return (gathered * weights[None]).sum(-1)
+            top, val = self._read_windows(keys, h, w, recent_mems, num_labels)
+            cand_aff.append(top)
+            cand_val.append(val)
+        aff = torch.cat(cand_aff, dim=1)
+        vals = torch.cat(cand_val, dim=2)
+        if aff.shape[1] > k:
+            aff, idx = aff.topk(k, dim=1)
+            vals = vals.gather(2, idx.unsqueeze(0).expand(vals.shape[0], -1, -1))
+        weights = torch.softmax(aff / cfg.temperature, dim=1)  # (N, k)
+        return (vals * weights[None]).sum(-1)
+
+    def _read_windows(self, keys, h, w, mems, num_labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k affinities (N, k) and their labels (L, N, k) from recent frames within the window.
+
+        Query rows are taken a few at a time against the band of memory rows within reach; pairs
+        outside the (2r+1)^2 window are masked out.
+        """
+        r, k = self.config.window_radius, self.config.top_k
+        c = keys.shape[0]
+        q = keys.view(c, h, w)
+        mem_keys = torch.stack([m.keys.view(c, h, w) for m in mems], dim=1)  # (C, R, h, w)
+        mem_vals = torch.stack([_pad_labels(m.probs, num_labels).view(num_labels, h, w) for m in mems], dim=1)
+        kk = min(k, len(mems) * min(h, r + 1) * min(w, r + 1))
+        tops = keys.new_empty(h * w, kk)
+        vals = keys.new_empty(num_labels, h * w, kk)
+        rows = max(1, 1024 // w)
+        xs = torch.arange(w)
+        for ya in range(0, h, rows):
+            yb = min(h, ya + rows)
+            y0, y1 = max(0, ya - r), min(h, yb - 1 + r + 1)
+            band = mem_keys[:, :, y0:y1].reshape(c, -1)  # (C, R*bh*w)
+            aff = q[:, ya:yb].reshape(c, -1).T @ band  # (rows*w, R*bh*w)
+            qy = torch.arange(ya, yb).repeat_interleave(w)
+            qx = xs.repeat(yb - ya)
+            ky = torch.arange(y0, y1).repeat_interleave(w)
+            kx = xs.repeat(y1 - y0)
+            far = ((qy[:, None] - ky[None, :]).abs() > r) | ((qx[:, None] - kx[None, :]).abs() > r)
+            aff.view(aff.shape[0], len(mems), -1).masked_fill_(far[:, None, :], -2.0)
+            top, idx = aff.topk(kk, dim=1)
+            tops[ya * w : yb * w] = top
+            vals[:, ya * w : yb * w] = mem_vals[:, :, y0:y1].reshape(num_labels, -1)[:, idx]
+        return tops, vals
 
     def _apply_prompts(self, full: torch.Tensor, prompts: dict[int, np.ndarray], h: int, w: int):
         """Full-resolution probabilities with the prompted objects' masks imposed, and their grid version."""

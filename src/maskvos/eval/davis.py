@@ -281,7 +281,8 @@ def evaluate_folders(
 
     Arguments:
         gt_dir: `Annotations` folder (`<seq>/<frame>.png`) or a dataset root that holds `Annotations/`.
-        pred_dir: predictions, `<seq>/<frame>.png`, palette (object ids) or grey (one object).
+        pred_dir: predictions, `<seq>/<frame>.png` (or `<seq>/masks/<frame>.png`, as `maskvos segment`
+            writes them), palette (object ids) or grey (one object).
         sequences: names to evaluate; default every sequence folder of the ground truth.
         skip_first_last: leave out each sequence's first and last ground-truth frame.
         bound_th: F tolerance, a fraction of the image diagonal (or whole pixels if >= 1).
@@ -319,7 +320,10 @@ def evaluate_folders(
             )
     report = EvalReport(rows=[])
     for name in names:
-        seq = load_sequence(annotations / name, pred_dir / name, skip_first_last=skip_first_last)
+        pred_seq = pred_dir / name
+        if (pred_seq / "masks").is_dir() and not any(pred_seq.glob("*.png")):
+            pred_seq = pred_seq / "masks"  # the layout `maskvos segment --out <pred>/<seq>` writes
+        seq = load_sequence(annotations / name, pred_seq, skip_first_last=skip_first_last)
         report.rows.extend(score_sequence(seq, bound_th=bound_th, ignore_void=ignore_void))
         report.missing_frames[name] = seq.missing_frames
         if on_sequence is not None:
