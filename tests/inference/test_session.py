@@ -78,9 +78,10 @@ def test_points_box_and_mask_plus_points(model):
     assert [r.obj_ids for r in results] == [[1, 2, 3]] * 6
 
 
-def test_batching_objects_does_not_change_results(model):
+@pytest.mark.parametrize("memory_batch", [None, 8], ids=["attention-one-by-one", "attention-batched"])
+def test_batching_objects_does_not_change_results(model, memory_batch):
     video = frames()
-    together = VideoSession(model, video)
+    together = VideoSession(model, video, InferenceConfig(memory_batch=memory_batch))
     together.add_mask(0, 1, square(0))
     together.add_box(0, 2, [50, 5, 90, 30])
     batched = list(together.propagate())

@@ -25,6 +25,8 @@ class InferenceConfig:
         keep_all_memories: never evict (the reference's behaviour; memory then grows with the video).
         overlap: how per-object masks become one label map: "score" (the highest logit wins) or
             "order" (the object prompted last wins).
+        memory_batch: objects per memory-attention call; None picks 1 on CPU (faster: the attention is
+            compute-bound and one object's working set stays in cache) and all objects on a GPU.
         feature_cache: image features of this many recent frames stay cached.
         prefetch: frames decoded ahead on a background thread.
     """
@@ -36,6 +38,7 @@ class InferenceConfig:
     memory_dtype: torch.dtype = torch.bfloat16
     keep_all_memories: bool = False
     overlap: str = "score"
+    memory_batch: int | None = None
     feature_cache: int = 4
     prefetch: int = 4
 
@@ -48,5 +51,7 @@ class InferenceConfig:
             raise ConfigError(f"max_pointers {self.max_pointers} is not supported; use 1 or more.")
         if self.overlap not in ("score", "order"):
             raise ConfigError(f"Overlap rule '{self.overlap}' is unknown; use 'score' or 'order'.")
+        if self.memory_batch is not None and self.memory_batch < 1:
+            raise ConfigError(f"memory_batch {self.memory_batch} is not supported; use None or 1 or more.")
         if self.feature_cache < 1:
             raise ConfigError("feature_cache must be at least 1.")

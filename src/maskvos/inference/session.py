@@ -126,6 +126,9 @@ class VideoSession:
         )
         #: (obj_id, frame_idx) -> the user's mask prompt, returned unchanged on that frame.
         self._prompt_masks: dict[tuple[int, int], np.ndarray] = {}
+        self._memory_batch = self.config.memory_batch
+        if self._memory_batch is None and self.device.type == "cpu":
+            self._memory_batch = 1
         #: frames prompted since the last propagation (where the next one starts by default).
         self._new_prompt_frames: set[int] = set()
 
@@ -304,7 +307,9 @@ class VideoSession:
                 groups.setdefault(plan, []).append(obj_id)
         tracked_ids, outputs = [], []
         for plan, group in groups.items():
-            out = self.model.track_frame(features.expand(len(group)), memory=self._memory_context(plan, group))
+            out = self.model.track_frame(
+                features.expand(len(group)), memory=self._memory_context(plan, group), memory_batch=self._memory_batch
+            )
             tracked_ids += group
             outputs.append(out)
         if tracked_ids:

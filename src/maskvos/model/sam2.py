@@ -195,6 +195,7 @@ class SAM2Model(nn.Module):
         mask_input: torch.Tensor | None = None,
         prev_mask_logits: torch.Tensor | None = None,
         multimask_output: bool | None = None,
+        memory_batch: int | None = None,
     ) -> TrackOutput:
         """Predict the masks of B objects on one frame.
 
@@ -209,6 +210,9 @@ class SAM2Model(nn.Module):
             prev_mask_logits: (B, 1, 4h, 4w) earlier logits on this frame, given to the decoder as a dense
                 prompt together with new points (corrections).
             multimask_output: None applies SAM2's rule: three candidates when at most one point is given.
+            memory_batch: run memory attention on at most this many objects at a time (None: all at
+                once). On CPUs one at a time is faster: the attention is compute-bound and a smaller
+                working set stays in cache.
         Returns:
             The chosen masks, pointers and scores.
         """
@@ -216,14 +220,16 @@ class SAM2Model(nn.Module):
             if points is not None:
                 raise ValueError("mask_input and points cannot be combined; give the mask as prev_mask_logits")
             return self._mask_as_output(features, mask_input)
-        pix_feats = self.condition_on_memory(features, memory)
+        pix_feats = self.condition_on_memory(features, memory, memory_batch)
         if multimask_output is None:
             num_points = 0 if points is None else points[1].shape[1]
             multimask_output = num_points <= 1
         return self._decode(features, pix_feats, points, prev_mask_logits, multimask_output)
 
-    def condition_on_memory(self, features: FrameFeatures, memory: MemoryContext | None) -> torch.Tensor:
-        """Fuse the frame's lowest-resolution features with memory.
+    def condition_on_memory(
+        self, features: FrameFeatures, memory: MemoryContext | None, memory_batch: int | None = None
+    ) -> torch.Tensor:
+        """Fuse the frame's lowest-resolution features with memory (`memory_batch` objects at a time).
 
         Returns:
             (B, C, h, w) memory-conditioned features.
@@ -232,6 +238,12 @@ class SAM2Model(nn.Module):
         b, c, h, w = feats.shape
         if memory is None:
             return feats + self.no_mem_embed.view(1, c, 1, 1)
+        if memory_batch is not None and b > memory_batch:
+            parts = []
+            for start in range(0, b, memory_batch):
+                rows = slice(start, start + memory_batch)
+                parts.append(self.condition_on_memory(_rows(features, rows), _memory_rows(memory, rows)))
+            return torch.cat(parts)
         if not memory.frames:
             raise ValueError("a tracked frame needs at least one memory frame (a prompted frame)")
         mem_tokens, mem_pos = [], []
@@ -413,3 +425,25 @@ class SAM2Model(nn.Module):
             is_absent = (object_score_logits <= 0).to(mem_feats.dtype)  # (B, 1)
             mem_feats = mem_feats + is_absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
         return mem_feats, mem_pos
+
+
+def _rows(features: FrameFeatures, rows: slice) -> FrameFeatures:
+    """The features of some objects (a slice of the batch)."""
+    return FrameFeatures(
+        feats=features.feats[rows],
+        pos_enc=features.pos_enc[rows],
+        high_res_feats=[x[rows] for x in features.high_res_feats],
+        image_size=features.image_size,
+    )
+
+
+def _memory_rows(memory: MemoryContext, rows: slice) -> MemoryContext:
+    """The memories of some objects; position encodings shared by all objects (batch 1) stay as they are."""
+    return MemoryContext(
+        frames=[
+            MemoryFrame(f.feats[rows], f.pos_enc if f.pos_enc.shape[0] == 1 else f.pos_enc[rows], f.t_pos)
+            for f in memory.frames
+        ],
+        pointers=[ObjectPointer(p.ptr[rows], p.distance) for p in memory.pointers],
+        max_ptr_distance=memory.max_ptr_distance,
+    )
