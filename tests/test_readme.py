@@ -21,7 +21,7 @@ def test_python_api_example_runs(tmp_path, capsys):
     assert blocks[0].splitlines()[:2] == ["bash scripts/install.sh      # install maskvos, its test dependencies and the reference sam2==1.1.0", "python3 -m pytest -q         # run the tests (the full parity suite: python3 -m pytest -m parity)"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "bash scripts/install.sh\npython3 -m pytest -q\n" in ci
-    session_code, step_code = re.findall(r"```python\n(.*?)```", text.split("## Python API")[1], re.S)[:2]
+    session_code, offline_code, step_code = re.findall(r"```python\n(.*?)```", text.split("## Python API")[1], re.S)[:3]
     checkpoint = tmp_path / "tiny.pt"
     torch.save({"model": SAM2Model(get_config("sam2.1-tiny")).state_dict()}, checkpoint)
     clip = tmp_path / "clip.mp4"
@@ -31,5 +31,8 @@ def test_python_api_example_runs(tmp_path, capsys):
     session_code = session_code.replace(*load).replace('"clip.mp4"', repr(str(clip))).replace("resolution=512", "resolution=64")
     exec(compile(session_code, "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == "2 [1, 2] (2, 48, 64) (48, 64)"
+    scope: dict = {}
+    exec(compile(offline_code.replace('"clip.mp4"', repr(str(clip))), "README.md", "exec"), scope)
+    assert type(scope["session"]).__name__ == "FeatMatchSession" and scope["session"].num_frames == 3
     exec(compile(step_code.replace(*load), "README.md", "exec"), {})
     assert "torch.Size([2, 1, 256, 256])" in capsys.readouterr().out

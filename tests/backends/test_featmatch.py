@@ -24,8 +24,8 @@ N = 12
 
 @pytest.fixture(scope="module")
 def model() -> FeatMatchModel:
-    torch.manual_seed(0)
-    return FeatMatchModel()
+    # The 160x224 test clip at its own size (the default would upscale it to a 480-pixel short side).
+    return FeatMatchModel(FeatMatchConfig(scale=1.0))
 
 
 def test_lite0_weights_load_and_give_imagenet_features():
@@ -42,7 +42,7 @@ def test_lite0_weights_load_and_give_imagenet_features():
 
 def test_onnxruntime_and_torch_give_the_same_keys(model):
     frame = occlusion_video()[0][0]
-    torch_model = FeatMatchModel(runtime="torch")
+    torch_model = FeatMatchModel(FeatMatchConfig(scale=1.0), runtime="torch")
     a, b = model.encode(frame), torch_model.encode(frame)
     assert a.shape == b.shape == (152, H // 8, W // 8)
     assert (a - b).abs().max() < 1e-3
@@ -123,6 +123,10 @@ def test_cli_featmatch_and_offline_fallback(tmp_path, monkeypatch, capsys):
     assert code == 2 and "--checkpoint PATH" in capsys.readouterr().err
 
 
-def test_load_backend_names(model):
-    assert isinstance(load_backend("featmatch"), FeatMatchModel)
-    assert FeatMatchConfig().top_k >= 1
+def test_load_backend_names_and_default_working_size():
+    default = load_backend("featmatch")
+    assert isinstance(default, FeatMatchModel)
+    # Frames are encoded with a 480-pixel short side whatever their size (multiples of 16).
+    assert default.input_size(240, 432) == (480, 864)
+    assert default.input_size(480, 854) == (480, 848)
+    assert default.input_size(1080, 1920) == (480, 848)

@@ -246,6 +246,8 @@ class VideoSession:
             raise SessionError(f"Direction '{direction}' is unknown; use forward, backward or both.")
         if not len(self.objects):
             raise SessionError("No object has been prompted; add a mask, points or a box first.")
+        if direction != "forward" and self.num_frames is None:
+            raise SessionError(f"A stream can only be tracked forward, not '{direction}'; use direction 'forward'.")
         passes = self._plan_passes(start, end, direction)
         self._new_prompt_frames.clear()
         return self._propagate(passes)
