@@ -26,11 +26,10 @@ from PIL import Image
 from torch import nn
 
 from maskvos.backends.lite0 import MEAN, STD, load_lite0
-from maskvos.errors import MaskvosError
 from maskvos.inference.frame_cache import FrameCache
 from maskvos.inference.objects import ObjectRegistry
 from maskvos.inference.prompts import PromptError, check_mask
-from maskvos.inference.session import FrameResult, SessionError
+from maskvos.inference.session import FrameResult, SessionBase
 from maskvos.io.frames import FrameSource, open_source
 
 NAME = "featmatch"
@@ -171,7 +170,7 @@ class _Memory:
     probs: torch.Tensor  # (1 + objects, N)
 
 
-class FeatMatchSession:
+class FeatMatchSession(SessionBase):
     """Prompts (masks) and propagation by feature matching; the interface of `VideoSession`."""
 
     def __init__(self, model: FeatMatchModel, source: str | FrameSource | np.ndarray | Iterable[np.ndarray], config=None) -> None:
@@ -184,23 +183,6 @@ class FeatMatchSession:
         self._recent: deque[_Memory] = deque(maxlen=max(self.config.recent_frames, 0) or None)
         self._new_prompt_frames: set[int] = set()
         self.overlap = "score"
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def num_frames(self) -> int | None:
-        return self.frames.num_frames
-
-    @property
-    def height(self) -> int:
-        return self.frames.source.height
-
-    @property
-    def width(self) -> int:
-        return self.frames.source.width
-
-    @property
-    def obj_ids(self) -> list[int]:
-        return self.objects.obj_ids
 
     # ------------------------------------------------------------------ prompts
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray | torch.Tensor) -> FrameResult:
@@ -230,33 +212,21 @@ class FeatMatchSession:
     # ------------------------------------------------------------------ propagation
     def propagate(self, start: int | None = None, end: int | None = None, direction: str = "forward") -> Iterator[FrameResult]:
         """Yield one `FrameResult` per frame; the arguments mean what they do for `VideoSession.propagate`."""
-        if direction not in ("forward", "backward", "both"):
-            raise SessionError(f"Direction '{direction}' is unknown; use forward, backward or both.")
-        if not len(self.objects):
-            raise SessionError("No object has been prompted; add a mask first.")
-        prompted = set(self._prompts)
-        fresh = self._new_prompt_frames & prompted or prompted
-        if start is None:
-            start = max(fresh) if direction == "backward" else min(fresh)
-        self._check_frame(start)
-        self._new_prompt_frames.clear()
-        if direction == "backward":
-            passes = [(start, 0 if end is None else end, True)]
-        else:
-            last = end if end is not None else (None if self.num_frames is None else self.num_frames - 1)
-            passes = [(start, last, False)] + ([(start, 0, True)] if direction == "both" else [])
-        return self._run(passes)
+        return self._run(self._plan_passes(start, end, direction))
+
+    def _prompted_frames(self) -> set[int]:
+        return set(self._prompts)
 
     @torch.inference_mode()
     def _run(self, passes) -> Iterator[FrameResult]:
-        for i, (first, stop, reverse) in enumerate(passes):
+        for first, stop, reverse, skip_first in passes:
             step = -1 if reverse else 1
             # Recent memories carry over only when this pass continues the last one (e.g. a resume).
             if not (self._recent and self._recent[-1].frame_idx == first - step):
                 self._recent.clear()
             for frame_idx, frame in self.frames.iterate(first, stop, reverse):
                 result = self._step(frame_idx, frame)
-                if not (i > 0 and frame_idx == first):
+                if not (skip_first and frame_idx == first):
                     yield result
 
     def _step(self, frame_idx: int, frame: np.ndarray) -> FrameResult:
@@ -391,18 +361,9 @@ class FeatMatchSession:
             self._recent.append(_Memory(int(m["frame_idx"]), m["keys"], m["probs"]))
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
 
-    def _check_frame(self, frame_idx: int) -> None:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise SessionError(f"Frame index {frame_idx!r} is not an integer; pass a 0-based frame number.")
-        self.frames.source.check_index(int(frame_idx))
-
 
 def _pad_labels(probs: torch.Tensor, num_labels: int) -> torch.Tensor:
     """Memories made before an object was added have no channel for it: it was background there."""
     if probs.shape[0] >= num_labels:
         return probs
     return torch.cat([probs, probs.new_zeros(num_labels - probs.shape[0], probs.shape[1])])
-
-
-class FeatMatchUnavailable(MaskvosError):
-    """The featmatch backend cannot run (its weight package is missing)."""

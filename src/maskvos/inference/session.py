@@ -90,7 +90,77 @@ class FrameResult:
         return masks_to_label_map(self.masks_by_id(), scores)
 
 
-class VideoSession:
+class SessionBase:
+    """What every session (SAM2's `VideoSession`, the `featmatch` backend's) shares: the frames, the
+    object ids, frame-index checks, and how `propagate` arguments become passes over the video.
+
+    Subclasses set `frames` (a `FrameCache`), `objects` (an `ObjectRegistry`) and
+    `_new_prompt_frames`, and list their prompted frames in `_prompted_frames`.
+    """
+
+    frames: FrameCache
+    objects: ObjectRegistry
+    _new_prompt_frames: set[int]
+
+    @property
+    def num_frames(self) -> int | None:
+        """Frames in the video; None for a stream of unknown length."""
+        return self.frames.num_frames
+
+    @property
+    def height(self) -> int:
+        return self.frames.source.height
+
+    @property
+    def width(self) -> int:
+        return self.frames.source.width
+
+    @property
+    def obj_ids(self) -> list[int]:
+        return self.objects.obj_ids
+
+    def _prompted_frames(self) -> set[int]:
+        raise NotImplementedError
+
+    def _check_frame(self, frame_idx: int) -> None:
+        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
+            raise SessionError(f"Frame index {frame_idx!r} is not an integer; pass a 0-based frame number.")
+        self.frames.source.check_index(int(frame_idx))
+
+    def _plan_passes(self, start: int | None, end: int | None, direction: str) -> list[tuple[int, int | None, bool, bool]]:
+        """Check `propagate`'s arguments and turn them into passes: (start, stop inclusive or None for
+        the end of the source, reverse, skip the first frame). Clears the record of new prompts."""
+        if direction not in DIRECTIONS:
+            raise SessionError(f"Direction '{direction}' is unknown; use forward, backward or both.")
+        if not len(self.objects):
+            raise SessionError("No object has been prompted; add a mask, points or a box first.")
+        if direction != "forward" and self.num_frames is None:
+            raise SessionError(f"A stream can only be tracked forward, not '{direction}'; use direction 'forward'.")
+        prompted = self._prompted_frames()
+        fresh = self._new_prompt_frames & prompted or prompted
+        if start is None:
+            start = max(fresh) if direction == "backward" else min(fresh)
+        self._check_frame(start)
+        if direction == "backward":
+            stop = 0 if end is None else end
+            self._check_frame(stop)
+            if stop > start:
+                raise SessionError(f"Going backward, end frame {stop} must not come after start frame {start}.")
+            passes = [(start, stop, True, False)]
+        else:
+            if end is not None:
+                self._check_frame(end)
+                if end < start:
+                    raise SessionError(f"Going forward, end frame {end} must not come before start frame {start}.")
+            last = self.num_frames - 1 if self.num_frames is not None else None
+            passes = [(start, end if end is not None else last, False, False)]
+            if direction == "both":
+                passes.append((start, 0, True, True))
+        self._new_prompt_frames.clear()
+        return passes
+
+
+class VideoSession(SessionBase):
     """Prompts and propagation over one video for one model.
 
     Example:
@@ -131,24 +201,6 @@ class VideoSession:
             self._memory_batch = 1
         #: frames prompted since the last propagation (where the next one starts by default).
         self._new_prompt_frames: set[int] = set()
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def num_frames(self) -> int | None:
-        """Frames in the video; None for a stream of unknown length."""
-        return self.frames.num_frames
-
-    @property
-    def height(self) -> int:
-        return self.frames.source.height
-
-    @property
-    def width(self) -> int:
-        return self.frames.source.width
-
-    @property
-    def obj_ids(self) -> list[int]:
-        return self.objects.obj_ids
 
     # ------------------------------------------------------------------ prompts
     @torch.inference_mode()
@@ -242,14 +294,7 @@ class VideoSession:
             direction: "forward", "backward", or "both" (forward from `start`, then backward from it;
                 every frame is yielded once).
         """
-        if direction not in DIRECTIONS:
-            raise SessionError(f"Direction '{direction}' is unknown; use forward, backward or both.")
-        if not len(self.objects):
-            raise SessionError("No object has been prompted; add a mask, points or a box first.")
-        if direction != "forward" and self.num_frames is None:
-            raise SessionError(f"A stream can only be tracked forward, not '{direction}'; use direction 'forward'.")
         passes = self._plan_passes(start, end, direction)
-        self._new_prompt_frames.clear()
         return self._propagate(passes)
 
     @torch.inference_mode()
@@ -260,28 +305,8 @@ class VideoSession:
                 if not (skip_first and i == 0):
                     yield result
 
-    def _plan_passes(self, start: int | None, end: int | None, direction: str) -> list[tuple[int, int | None, bool, bool]]:
-        """(start, stop inclusive or None for the end of the source, reverse, skip the first frame)."""
-        prompted = {t for m in self.bank.objects.values() for t in (*m.prompted, *m.pending)}
-        fresh = self._new_prompt_frames & prompted or prompted
-        if start is None:
-            start = max(fresh) if direction == "backward" else min(fresh)
-        self._check_frame(start)
-        last = self.num_frames - 1 if self.num_frames is not None else None
-        if direction == "backward":
-            stop = 0 if end is None else end
-            self._check_frame(stop)
-            if stop > start:
-                raise SessionError(f"Going backward, end frame {stop} must not come after start frame {start}.")
-            return [(start, stop, True, False)]
-        if end is not None:
-            self._check_frame(end)
-            if end < start:
-                raise SessionError(f"Going forward, end frame {end} must not come before start frame {start}.")
-        passes = [(start, end if end is not None else last, False, False)]
-        if direction == "both":
-            passes.append((start, 0, True, True))
-        return passes
+    def _prompted_frames(self) -> set[int]:
+        return {t for m in self.bank.objects.values() for t in (*m.prompted, *m.pending)}
 
     def _run_pass(self, start: int, stop: int | None, reverse: bool, obj_ids: list[int]) -> Iterator[FrameResult]:
         """Process frames `start`..`stop` (inclusive) for `obj_ids`, storing memories and evicting old ones."""
@@ -409,11 +434,6 @@ class VideoSession:
     def _set_mem_pos(self, mem_pos: torch.Tensor) -> None:
         if self.bank.mem_pos_enc is None or self.bank.mem_pos_enc.shape[-2:] != mem_pos.shape[-2:]:
             self.bank.mem_pos_enc = mem_pos[:1].clone()
-
-    def _check_frame(self, frame_idx: int) -> None:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise SessionError(f"Frame index {frame_idx!r} is not an integer; pass a 0-based frame number.")
-        self.frames.source.check_index(int(frame_idx))
 
     def _result(self, frame_idx: int, obj_ids: list[int], entries: list[MemoryEntry]) -> FrameResult:
         low_res = torch.cat([e.low_res_logits for e in entries]).float()
