@@ -130,3 +130,80 @@ def test_load_backend_names_and_default_working_size():
     assert default.input_size(240, 432) == (480, 864)
     assert default.input_size(480, 854) == (480, 848)
     assert default.input_size(1080, 1920) == (480, 848)
+
+
+def _brute_window_topk(query, mems, radius, k):
+    """Top-k affinities of every query cell over the memory cells within `radius` (Chebyshev), all frames."""
+    c, h, w = query.shape
+    out = []
+    for y in range(h):
+        for x in range(w):
+            y0, y1, x0, x1 = max(0, y - radius), min(h, y + radius + 1), max(0, x - radius), min(w, x + radius + 1)
+            cands = torch.cat([(m[:, y0:y1, x0:x1] * query[:, y, x, None, None]).sum(0).flatten() for m in mems])
+            out.append(cands.topk(k).values)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("h,w,radius", [(11, 19, 3), (8, 8, 2), (5, 23, 4)])
+def test_window_memory_equals_brute_force_window_matching(h, w, radius):
+    from maskvos.backends.featmatch import _WindowMemory
+
+    gen = torch.Generator().manual_seed(h * w)
+    c, labels, k = 6, 3, 5
+    window = _WindowMemory(c, labels, h, w, radius, capacity=2, dtype=torch.float32)
+    mems, probs = [], []
+    for frame_idx in (7, 8, 9):  # three frames into two slots: frame 7 is overwritten by frame 9
+        keys = torch.randn(c, h, w, generator=gen)
+        prob = torch.softmax(torch.randn(labels, h, w, generator=gen), 0)
+        window.add(frame_idx, keys, prob)
+        mems.append(keys)
+        probs.append(prob)
+    query = torch.randn(c, h, w, generator=gen)
+    top, vals = window.read(query, k)
+    expected = _brute_window_topk(query, mems[1:], radius, k)
+    assert top.shape == (h * w, k) and vals.shape == (h * w, k, labels)
+    assert torch.allclose(top, expected, atol=1e-5)
+    # The labels come from the memory cell each affinity was scored against.
+    y, x = h // 2, w // 3
+    cell = y * w + x
+    for a, v in zip(top[cell], vals[cell]):
+        found = False
+        for keys, prob in zip(mems[1:], probs[1:]):
+            aff = (keys * query[:, y, x, None, None]).sum(0)
+            hits = torch.nonzero((aff - a).abs() < 1e-5)
+            found |= any(torch.allclose(prob[:, yy, xx], v) for yy, xx in hits.tolist())
+        assert found
+
+
+def test_label_map_background_thinning_and_precision():
+    from maskvos.backends.featmatch import _label_map, _match_dtype, _thin_background
+
+    probs = torch.softmax(torch.randn(4, 30, 40, generator=torch.Generator().manual_seed(1)), 0)
+    assert torch.equal(_label_map(probs), probs.argmax(0))
+    # One object cell at (10, 10): everything within 6 cells is kept, the rest on a stride-2 grid.
+    grid = torch.zeros(2, 30, 40)
+    grid[0] = 1
+    grid[:, 10, 10] = torch.tensor([0.0, 1.0])
+    keep = _thin_background(grid.view(2, -1), 30, 40, 2).view(30, 40)
+    assert keep[4:17, 4:17].all() and not keep[3, 3] and not keep[17, 5]
+    assert keep[20, 30] and not keep[21, 30] and not keep[20, 31]
+    assert int(keep.sum()) == 13 * 13 + (15 * 20 - 7 * 7)
+    assert _match_dtype("float32") == torch.float32 and _match_dtype("bfloat16") == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        _match_dtype("half")
+
+
+def test_key_projection_and_float32_matching_track_alike(model):
+    frames, truths = occlusion_video()
+    results = {}
+    for name, config in {"bf16-96": FeatMatchConfig(scale=1.0),
+                         "f32-all": FeatMatchConfig(scale=1.0, key_dims=None, precision="float32")}.items():
+        session = FeatMatchSession(FeatMatchModel(config), frames)
+        session.add_mask(0, 2, truths[0][2])
+        results[name] = [r.masks[0].numpy() for r in session.propagate()]
+        if config.key_dims:
+            assert session._basis.shape == (96, 152)
+            assert session._recent[-1].keys.shape[0] == 96
+    # The projection and bfloat16 change affinities slightly, not the tracking.
+    agree = [region_similarity(a, b) for a, b in zip(results["bf16-96"], results["f32-all"])]
+    assert min(agree) > 0.9, agree
