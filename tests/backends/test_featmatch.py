@@ -14,6 +14,7 @@ from maskvos.backends.lite0 import Lite0Features, load_lite0
 from maskvos.cli import main
 from maskvos.eval.metrics import region_similarity
 from maskvos.inference.prompts import PromptError
+from maskvos.inference.session import SessionError
 from maskvos.io.masks import read_label_map, write_label_map
 
 from media_tools import OCCLUSION_SIZE, occlusion_video
@@ -207,3 +208,72 @@ def test_key_projection_and_float32_matching_track_alike(model):
     # The projection and bfloat16 change affinities slightly, not the tracking.
     agree = [region_similarity(a, b) for a, b in zip(results["bf16-96"], results["f32-all"])]
     assert min(agree) > 0.9, agree
+
+
+def test_late_object_removal_and_backward(model):
+    frames, truths = occlusion_video()
+    session = FeatMatchSession(model, frames)
+    session.add_mask(0, 2, truths[0][2])
+    first = {r.frame_idx: r for r in session.propagate()}
+    assert first[11].obj_ids == [2]
+    # Object 1 first prompted on frame 3: the next propagate starts there and tracks both.
+    session.add_mask(3, 1, truths[3][1])
+    second = {r.frame_idx: r for r in session.propagate()}
+    assert sorted(second) == list(range(3, N))
+    assert second[4].obj_ids == [2, 1]
+    j1 = [region_similarity(second[t].masks_by_id()[1], truths[t][1]) for t in (4, 5)]
+    j2 = [region_similarity(second[t].masks_by_id()[2], truths[t][2]) for t in range(4, N)]
+    assert min(j1) > 0.6 and min(j2) > 0.8, (j1, j2)
+    # Removing object 2 leaves object 1 alone, tracked as before on the next pass.
+    session.remove_object(2)
+    third = {r.frame_idx: r for r in session.propagate(start=3, end=5)}
+    assert third[4].obj_ids == [1]
+    assert region_similarity(third[4].masks[0].numpy(), truths[4][1]) > 0.6
+    # Backward from a prompt on the last frame.
+    back = FeatMatchSession(model, frames)
+    back.add_mask(N - 1, 2, truths[N - 1][2])
+    order = [r.frame_idx for r in back.propagate(direction="backward")]
+    assert order == list(range(N - 1, -1, -1))
+    for r in back.propagate(start=2, end=0, direction="backward"):
+        assert region_similarity(r.masks[0].numpy(), truths[r.frame_idx][2]) > 0.8
+
+
+def _logits_after(session, steps, split=None, frames=None, model=None):
+    """Run propagate(**kwargs) for each step; after step `split`, continue in a session restored from a saved state."""
+    out = []
+    for i, kwargs in enumerate(steps):
+        out.append({r.frame_idx: r.mask_logits for r in session.propagate(**kwargs)})
+        if i == split:
+            state = session.state_dict()
+            session = FeatMatchSession(model, frames)
+            session.load_state_dict(state)
+    return out
+
+
+def test_resume_is_exact_when_a_pass_turns_back(model):
+    # A backward pass right after a forward one does not reuse the forward pass's recent memories, so
+    # a session restored in between gives the same logits as one that was never interrupted.
+    frames, truths = occlusion_video()
+    steps = [dict(end=6), dict(start=5, end=5, direction="backward"), dict(start=4, direction="backward")]
+
+    def fresh():
+        session = FeatMatchSession(model, frames)
+        session.add_mask(0, 1, truths[0][1])
+        return session
+
+    whole = _logits_after(fresh(), steps)
+    for split in (0, 1):
+        resumed = _logits_after(fresh(), steps, split, frames, model)
+        for a, b in zip(whole, resumed):
+            assert a.keys() == b.keys() and all(torch.equal(a[t], b[t]) for t in a)
+
+
+def test_state_from_another_key_projection_is_refused(model):
+    frames, truths = occlusion_video()
+    session = FeatMatchSession(model, frames)
+    session.add_mask(0, 1, truths[0][1])
+    for _ in session.propagate(end=3):
+        pass
+    other = FeatMatchSession(FeatMatchModel(FeatMatchConfig(scale=1.0, key_dims=None)), frames)
+    with pytest.raises(SessionError, match="96-dimensional keys"):
+        other.load_state_dict(session.state_dict())

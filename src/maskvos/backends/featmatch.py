@@ -29,7 +29,7 @@ from maskvos.backends.lite0 import MEAN, STD, load_lite0
 from maskvos.inference.frame_cache import FrameCache
 from maskvos.inference.objects import ObjectRegistry
 from maskvos.inference.prompts import PromptError, check_mask
-from maskvos.inference.session import FrameResult, SessionBase
+from maskvos.inference.session import FrameResult, SessionBase, SessionError
 from maskvos.io.frames import FrameSource, open_source
 
 NAME = "featmatch"
@@ -265,8 +265,10 @@ class FeatMatchSession(SessionBase):
     def _run(self, passes) -> Iterator[FrameResult]:
         for first, stop, reverse, skip_first in passes:
             step = -1 if reverse else 1
-            # Recent memories carry over only when this pass continues the last one (e.g. a resume).
-            if not (self._recent and self._recent[-1].frame_idx == first - step):
+            # Recent memories carry over only when this pass continues the last one, in the same
+            # direction (e.g. a resume).
+            recent = [m.frame_idx for m in self._recent]
+            if not (recent and recent[-1] == first - step and (len(recent) < 2 or recent[-1] - recent[-2] == step)):
                 self._recent.clear()
                 self._window = None
             for frame_idx, frame in self.frames.iterate(first, stop, reverse):
@@ -292,6 +294,10 @@ class FeatMatchSession(SessionBase):
             self._prompt_memory[frame_idx] = _Memory(frame_idx, keys, probs)
             self._prompt_cache = None
         if self.config.recent_frames > 0:
+            if len(self._recent) == self._recent.maxlen and self._window is not None:
+                dropped = self._recent[0].frame_idx
+                if dropped % self._window.capacity != frame_idx % self._window.capacity:
+                    self._window = None  # not a run of consecutive frames: lay the window out again
             self._recent.append(_Memory(frame_idx, keys, probs))
             if self._window is not None and self._window.labels == num_labels:
                 self._window.add(frame_idx, keys.view(c, h, w), probs.view(num_labels, h, w))
@@ -379,7 +385,8 @@ class FeatMatchSession(SessionBase):
         if bool((prev.sum(1) < _LOST_FRACTION * prompted).any()):
             return None
         near = F.max_pool2d((prev.sum(0) > 0.3).float().view(1, 1, h, w), 2 * margin + 1, 1, margin)
-        return torch.nonzero(near.flatten() > 0).flatten()
+        rows = torch.nonzero(near.flatten() > 0).flatten()
+        return rows if len(rows) else None  # no confident object cell: look everywhere
     def _apply_prompts(self, full: torch.Tensor, prompts: dict[int, np.ndarray], h: int, w: int):
         """Full-resolution probabilities with the prompted objects' masks imposed, and their grid version."""
         slots = {o: self.objects.slot(o) + 1 for o in prompts}
@@ -434,6 +441,16 @@ class FeatMatchSession(SessionBase):
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
         self._window = self._prompt_cache = None
         self._basis = state.get("basis")
+        dims = {m.keys.shape[0] for m in [*self._prompt_memory.values(), *self._recent]}
+        basis = self._basis
+        fits = (basis is None) == (self.config.key_dims is None) and (
+            basis is None or (dims <= {basis.shape[0]} and basis.shape[0] <= self.config.key_dims)
+        )
+        if dims and not fits:
+            raise SessionError(
+                f"The saved featmatch state has {max(dims)}-dimensional keys, which this configuration "
+                f"(key_dims={self.config.key_dims}) cannot continue; run again without resuming."
+            )
 
 
 def _label_map(probs: torch.Tensor) -> torch.Tensor:
@@ -508,7 +525,7 @@ class _WindowMemory:
         padded = F.pad(query, (0, self.tx * t - self.w, 0, self.ty * t - self.h))
         q = padded.view(c, self.ty, t, self.tx, t).permute(1, 3, 2, 4, 0).reshape(tiles, t * t, c).to(self.keys.dtype)
         aff = torch.baddbmm(self.bias, q, self.keys)
-        top, idx = aff.topk(min(k, self.s), dim=-1)  # (tiles, t*t, k)
+        top, idx = aff.topk(min(k, self.capacity * self.s), dim=-1)  # (tiles, t*t, k)
         kk = top.shape[-1]
         flat = (idx + (torch.arange(tiles) * self.vals.shape[1]).view(-1, 1, 1)).flatten()
         vals = self.vals.view(-1, self.labels)[flat].view(self.ty, self.tx, t, t, kk, self.labels)

@@ -211,6 +211,7 @@ def segment_video(
         "num_frames": frames.num_frames,
         "model": model_name or getattr(model.config, "name", type(model).__name__),
         "resolution": getattr(session, "resolution", None),
+        "settings": repr(getattr(session, "config", None)),  # InferenceConfig or FeatMatchConfig
         "direction": direction,
         "prompts": [p.digest() for p in prompts],
     }
