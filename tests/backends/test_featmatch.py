@@ -277,3 +277,16 @@ def test_state_from_another_key_projection_is_refused(model):
     other = FeatMatchSession(FeatMatchModel(FeatMatchConfig(scale=1.0, key_dims=None)), frames)
     with pytest.raises(SessionError, match="96-dimensional keys"):
         other.load_state_dict(session.state_dict())
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path):
+    from maskvos.backends.featmatch import native_bf16
+
+    with_bf16 = tmp_path / "zen4"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512vl\n\nprocessor\t: 1\n")
+    without = tmp_path / "skylake"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512vl\n")
+    supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert native_bf16(str(with_bf16)) is supported
+    assert native_bf16(str(without)) is False
+    assert native_bf16(str(tmp_path / "absent")) is False
