@@ -72,3 +72,16 @@ def test_overlaps_resolved_by_score():
     labels = masks_to_label_map({1: a, 2: b}, scores)
     assert labels[0].tolist() == [1, 1, 2, 2]
     assert masks_to_label_map({1: a, 2: b})[0].tolist() == [1, 2, 2, 2]  # last listed wins
+
+
+def test_label_map_by_score_equals_the_argmax_definition():
+    # Many overlapping objects: each pixel goes to the highest-scoring object whose mask covers it,
+    # ties to the object listed first; pixels no mask covers stay 0.
+    rng = np.random.default_rng(3)
+    ids = [5, 2, 9, 4, 7, 1]
+    masks = {i: rng.random((40, 50)) < 0.3 for i in ids}
+    scores = {i: rng.integers(0, 4, (40, 50)).astype(np.float32) for i in ids}  # small ints: many ties
+    stacked = np.stack([np.where(masks[i], scores[i], -np.inf) for i in ids])
+    covered = np.stack([masks[i] for i in ids]).any(0)
+    expected = np.where(covered, np.asarray(ids)[stacked.argmax(0)], 0)
+    assert np.array_equal(masks_to_label_map(masks, scores), expected)

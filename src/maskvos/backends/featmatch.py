@@ -359,7 +359,8 @@ class FeatMatchSession(SessionBase):
             aff, idx = aff.topk(k, dim=1)
             vals = vals.gather(1, idx.unsqueeze(-1).expand(-1, -1, num_labels))
         weights = torch.softmax(aff / cfg.temperature, dim=1)  # (N, k)
-        return torch.einsum("nkl,nk->ln", vals, weights)
+        # Contiguous (L, N): upsampling the transposed layout einsum gives is 9x slower (45 labels, 1080p).
+        return torch.einsum("nkl,nk->ln", vals, weights).contiguous()
 
     def _prompt_bank(self, frame_idx: int, num_labels: int, h: int, w: int):
         """Keys (C, M) and labels (M, L) of the prompted frames other than `frame_idx`, with their
@@ -415,13 +416,12 @@ class FeatMatchSession(SessionBase):
 
     def _result(self, frame_idx: int, full: torch.Tensor) -> FrameResult:
         labels = _label_map(full)
-        obj_probs = full[1:].clamp(_EPS, 1 - _EPS)
-        logits = torch.log(obj_probs) - torch.log1p(-obj_probs)
+        logits = torch.logit(full[1:], eps=_EPS)
         masks = torch.stack([labels == i + 1 for i in range(len(self.objects))])
         # A prompted object's mask comes back exactly as given.
         for obj_id, mask in self._prompts.get(frame_idx, {}).items():
             masks[self.objects.slot(obj_id)] = torch.from_numpy(mask)
-        scores = torch.logit(obj_probs.flatten(1).max(1).values)
+        scores = logits.flatten(1).max(1).values
         return FrameResult(frame_idx, self.obj_ids, logits, masks, scores, self.overlap)
 
     # ------------------------------------------------------------------ saving
