@@ -234,7 +234,7 @@ class FeatMatchSession(SessionBase):
         self._prompt_memory: dict[int, _Memory] = {}
         self._recent: deque[_Memory] = deque(maxlen=max(self.config.recent_frames, 1))
         self._window: _WindowMemory | None = None  # the recent frames laid out for matching
-        self._prompt_cache = None  # ((frames, labels), (keys, labels)) of the prompted frames
+        self._prompt_cache = None  # ((frames, labels), (keys, labels, mass)) of the prompted frames
         self._basis: torch.Tensor | None = None  # (key_dims, C) projection of the keys
         self._new_prompt_frames: set[int] = set()
         self.overlap = "score"
@@ -333,7 +333,7 @@ class FeatMatchSession(SessionBase):
         cand_aff, cand_val = [], []
         if self._recent:
             if self._window is None or self._window.labels != num_labels:
-                self._window = _WindowMemory(keys.shape[0], num_labels, h, w, cfg.window_radius, max(cfg.recent_frames, 1), self.model.match_dtype)
+                self._window = _WindowMemory(keys.shape[0], num_labels, h, w, cfg.window_radius, self._recent.maxlen, self.model.match_dtype)
                 for mem in self._recent:
                     self._window.add(mem.frame_idx, mem.keys.view(-1, h, w), _pad_labels(mem.probs, num_labels).view(num_labels, h, w))
             top, val = self._window.read(keys.view(-1, h, w), k)
@@ -341,8 +341,8 @@ class FeatMatchSession(SessionBase):
             cand_val.append(val)
         prompt = self._prompt_bank(frame_idx, num_labels, h, w)
         if prompt is not None:
-            mem_keys, mem_vals = prompt
-            rows = self._prompt_queries(h, w, num_labels, frame_idx)
+            mem_keys, mem_vals, prompted_mass = prompt
+            rows = self._prompt_queries(h, w, num_labels, frame_idx, prompted_mass)
             q = keys.T if rows is None else keys.T[rows]
             aff = q.to(mem_keys.dtype) @ mem_keys
             top, idx = aff.topk(min(k, aff.shape[1]), dim=1)
@@ -364,24 +364,29 @@ class FeatMatchSession(SessionBase):
 
     def _prompt_bank(self, frame_idx: int, num_labels: int, h: int, w: int):
         """Keys (C, M) and labels (M, L) of the prompted frames other than `frame_idx`, with their
-        background far from every object thinned out; None when there are none."""
+        background far from every object thinned out, and each object's largest prompted mass
+        (objects,); None when there are none. Cached until the prompts or the objects change."""
         frames = tuple(t for t in sorted(self._prompt_memory) if t != frame_idx)
         if not frames:
             return None
         key = (frames, num_labels)
         if self._prompt_cache is None or self._prompt_cache[0] != key:
             keys, vals = [], []
+            mass = torch.zeros(num_labels - 1)
             for t in frames:
                 mem = self._prompt_memory[t]
                 probs = _pad_labels(mem.probs, num_labels)
                 keep = _thin_background(probs, h, w, self.config.prompt_background_stride)
                 keys.append(mem.keys[:, keep])
                 vals.append(probs[:, keep].T)
-            bank = torch.cat(keys, dim=1).to(self.model.match_dtype).contiguous(), torch.cat(vals).contiguous()
+                mass = torch.maximum(mass, probs[1:].sum(1))
+            bank = torch.cat(keys, dim=1).to(self.model.match_dtype).contiguous(), torch.cat(vals).contiguous(), mass
             self._prompt_cache = (key, bank)
         return self._prompt_cache[1]
 
-    def _prompt_queries(self, h: int, w: int, num_labels: int, frame_idx: int) -> torch.Tensor | None:
+    def _prompt_queries(
+        self, h: int, w: int, num_labels: int, frame_idx: int, prompted_mass: torch.Tensor
+    ) -> torch.Tensor | None:
         """Query cells matched against the prompted frames: those within `prompt_margin` cells of
         the objects on the previous frame; None (every cell) when there is no previous frame, no
         margin, or an object has shrunk below a tenth of its prompted size (it may be anywhere)."""
@@ -391,15 +396,12 @@ class FeatMatchSession(SessionBase):
         prev = _pad_labels(self._recent[-1].probs, num_labels)[1:]  # (objects, N)
         if prev.shape[0] == 0:
             return None
-        prompted = torch.zeros(prev.shape[0])
-        for mem in self._prompt_memory.values():
-            mass = _pad_labels(mem.probs, num_labels)[1:].sum(1)
-            prompted = torch.maximum(prompted, mass)
-        if bool((prev.sum(1) < _LOST_FRACTION * prompted).any()):
+        if bool((prev.sum(1) < _LOST_FRACTION * prompted_mass).any()):
             return None
         near = F.max_pool2d((prev.sum(0) > 0.3).float().view(1, 1, h, w), 2 * margin + 1, 1, margin)
         rows = torch.nonzero(near.flatten() > 0).flatten()
         return rows if len(rows) else None  # no confident object cell: look everywhere
+
     def _apply_prompts(self, full: torch.Tensor, prompts: dict[int, np.ndarray], h: int, w: int):
         """Full-resolution probabilities with the prompted objects' masks imposed, and their grid version."""
         slots = {o: self.objects.slot(o) + 1 for o in prompts}

@@ -36,8 +36,16 @@ CSV_FIELDS = (
 OVERALL = "overall"
 
 
+class _JFMean:
+    """J&F of a record with `j_mean` and `f_mean`."""
+
+    @property
+    def jf_mean(self) -> float:
+        return (self.j_mean + self.f_mean) / 2
+
+
 @dataclass(frozen=True)
-class ObjectScores:
+class ObjectScores(_JFMean):
     """Scores of one object in one sequence over its evaluated frames."""
 
     sequence: str
@@ -51,13 +59,9 @@ class ObjectScores:
     f_recall: float
     f_decay: float
 
-    @property
-    def jf_mean(self) -> float:
-        return (self.j_mean + self.f_mean) / 2
-
 
 @dataclass(frozen=True)
-class EvalSummary:
+class EvalSummary(_JFMean):
     """Overall numbers: each is the mean over all objects of that object's value; jf_mean = (J + F) / 2."""
 
     j_mean: float
@@ -67,10 +71,6 @@ class EvalSummary:
     f_recall: float
     f_decay: float
     objects: int
-
-    @property
-    def jf_mean(self) -> float:
-        return (self.j_mean + self.f_mean) / 2
 
 
 def _mean(values: list[float]) -> float:

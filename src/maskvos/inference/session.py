@@ -13,6 +13,7 @@ State is split into small parts: `FrameCache` (frames, features), `ObjectRegistr
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ class FrameResult:
         return masks_to_label_map(self.masks_by_id(), scores)
 
 
-class SessionBase:
+class SessionBase(ABC):
     """What every session (SAM2's `VideoSession`, the `featmatch` backend's) shares: the frames, the
     object ids, frame-index checks, and how `propagate` arguments become passes over the video.
 
@@ -119,8 +120,9 @@ class SessionBase:
     def obj_ids(self) -> list[int]:
         return self.objects.obj_ids
 
+    @abstractmethod
     def _prompted_frames(self) -> set[int]:
-        raise NotImplementedError
+        """Frames that hold a prompt (where a default propagation may start)."""
 
     def _check_frame(self, frame_idx: int) -> None:
         if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
