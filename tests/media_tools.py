@@ -1,4 +1,4 @@
-"""Small synthetic media for tests: numbered frames and an MPEG-4 video written with PyAV."""
+"""Small synthetic media for tests: numbered frames and videos of them written with PyAV."""
 
 from __future__ import annotations
 
@@ -16,11 +16,29 @@ def numbered_frame(i: int, h: int = 48, w: int = 64) -> np.ndarray:
     return f
 
 
-def write_video(path: Path, n: int, h: int = 48, w: int = 64) -> None:
-    """An MPEG-4 file of `n` numbered frames."""
+def write_video(
+    path: Path,
+    n: int,
+    h: int = 48,
+    w: int = 64,
+    *,
+    codec: str = "mpeg4",
+    gop_size: int | None = None,
+    max_b_frames: int | None = None,
+    options: dict[str, str] | None = None,
+) -> None:
+    """A video file of `n` numbered frames (the container from the file's suffix), MPEG-4 by default.
+
+    `gop_size` (frames from one keyframe to the next at most), `max_b_frames` and the encoder's
+    `options` (e.g. {"x264-params": "open-gop=1"}) are the encoder's defaults unless given.
+    """
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
+        stream = out.add_stream(codec, rate=10, options=options or {})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        if max_b_frames is not None:
+            stream.codec_context.max_b_frames = max_b_frames
         for i in range(n):
             for packet in stream.encode(av.VideoFrame.from_ndarray(numbered_frame(i, h, w), format="rgb24")):
                 out.mux(packet)

@@ -1,4 +1,4 @@
-"""Palette PNG <-> label map <-> per-object masks."""
+"""Palette / 16-bit id-map PNG <-> label map <-> per-object masks; the void label."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from maskvos.io.masks import (
     label_map_to_masks,
     masks_to_label_map,
     read_label_map,
+    void_label_message,
+    void_pixels,
     write_label_map,
 )
 
@@ -85,3 +87,97 @@ def test_label_map_by_score_equals_the_argmax_definition():
     covered = np.stack([masks[i] for i in ids]).any(0)
     expected = np.where(covered, np.asarray(ids)[stacked.argmax(0)], 0)
     assert np.array_equal(masks_to_label_map(masks, scores), expected)
+
+
+def _id_map() -> np.ndarray:
+    labels = np.zeros((20, 30), np.uint16)
+    labels[2:8, 3:9] = 1
+    labels[10:15, 20:28] = 300
+    labels[15:, :5] = 1000
+    labels[0, 0] = 255  # an ordinary id in a 16-bit map
+    return labels
+
+
+def test_16_bit_id_map_round_trip(tmp_path):
+    labels = _id_map()
+    write_label_map(tmp_path / "00000.png", labels)
+    with Image.open(tmp_path / "00000.png") as img:
+        assert img.mode.startswith("I")  # a 16-bit grey PNG, not a palette
+    back = read_label_map(tmp_path / "00000.png")
+    assert back.dtype == np.uint16 and np.array_equal(back, labels)
+    masks = label_map_to_masks(back)
+    assert sorted(masks) == [1, 255, 300, 1000]
+    assert masks[300].sum() == 40 and masks[1000].sum() == 25 and masks[255].sum() == 1
+    assert void_pixels(back) == 0
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_16_bit_id_map_saved_elsewhere_is_read_as_ids(tmp_path):
+    labels = _id_map()
+    Image.fromarray(labels).save(tmp_path / "plain.png")  # no maskvos marker
+    Image.fromarray(labels.astype(">u2")).save(tmp_path / "big_endian.png")
+    assert np.array_equal(read_label_map(tmp_path / "plain.png"), labels)
+    assert np.array_equal(read_label_map(tmp_path / "big_endian.png"), labels)
+
+
+@pytest.mark.parametrize("value", [65535, 255])
+def test_16_bit_binary_mask_is_one_object(tmp_path, value):
+    mask = np.zeros((10, 10), np.uint16)
+    mask[3:6, 3:6] = value
+    Image.fromarray(mask).save(tmp_path / "binary16.png")
+    labels = read_label_map(tmp_path / "binary16.png")
+    assert labels.dtype == np.uint8 and sorted(label_map_to_masks(labels)) == [1] and labels.sum() == 9
+
+
+def test_single_object_255_written_as_id_map_keeps_its_id(tmp_path):
+    labels = np.zeros((10, 10), np.uint16)  # a 16-bit map whose only id is 255: not a binary mask
+    labels[2:4, 2:4] = 255
+    write_label_map(tmp_path / "m.png", labels)
+    back = read_label_map(tmp_path / "m.png")
+    assert np.array_equal(back, labels) and sorted(label_map_to_masks(back)) == [255]
+
+
+def test_palette_255_is_still_void(tmp_path):
+    labels = np.zeros((10, 10), np.uint8)
+    labels[:2] = 1
+    labels[5:] = 255
+    write_label_map(tmp_path / "gt.png", labels)
+    with Image.open(tmp_path / "gt.png") as img:
+        assert img.mode == "P"
+    back = read_label_map(tmp_path / "gt.png")
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)
+    assert sorted(label_map_to_masks(back)) == [1]
+    assert void_pixels(back) == 50
+    message = void_label_message(tmp_path / "gt.png")
+    assert str(tmp_path / "gt.png") in message and "255" in message and "16-bit id-map PNG" in message
+    assert message.endswith(".") and message.count(". ") == 0 and "\n" not in message
+
+
+def test_300_objects_written_and_read_back(tmp_path):
+    ids = np.arange(1, 301)
+    masks = {}
+    for obj_id in ids:
+        mask = np.zeros((30, 40), bool)
+        mask[(obj_id - 1) // 40 * 4 : (obj_id - 1) // 40 * 4 + 3, (obj_id - 1) % 40] = True
+        masks[int(obj_id)] = mask
+    labels = masks_to_label_map(masks)
+    assert labels.dtype == np.uint16
+    write_label_map(tmp_path / "many.png", labels)
+    back = label_map_to_masks(read_label_map(tmp_path / "many.png"))
+    assert sorted(back) == list(range(1, 301))
+    assert all(np.array_equal(back[i], masks[i]) for i in masks)
+
+
+def test_object_255_is_not_lost_as_void():
+    mask = np.zeros((4, 4), bool)
+    mask[1, 1] = True
+    labels = masks_to_label_map({255: mask})  # id 255 needs a 16-bit map: in 8 bits it is void
+    assert labels.dtype == np.uint16 and sorted(label_map_to_masks(labels)) == [255]
+
+
+def test_ids_beyond_16_bits_are_refused(tmp_path):
+    labels = np.zeros((4, 4), np.int32)
+    labels[0, 0] = 70000
+    with pytest.raises(MaskFileError, match=r"outside 0\.\.65535"):
+        write_label_map(tmp_path / "x.png", labels)
+    assert not list(tmp_path.iterdir())

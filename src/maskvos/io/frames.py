@@ -1,26 +1,29 @@
 """Frame sources: video files, image folders, arrays and any iterator of frames.
 
 Every source yields RGB uint8 frames (H, W, 3) lazily; none holds the whole video. Video files are
-decoded with PyAV; image folders are read in natural order of file names. `prefetch` decodes a few
-frames ahead on a background thread, and `to_model_input` resizes and normalises one frame the way
-SAM2's reference loader does.
+decoded with PyAV, a read from a later frame seeking to the keyframe before it; image folders are
+read in natural order of file names. `prefetch` decodes a few frames ahead on a background thread.
 """
 
 from __future__ import annotations
 
+import bisect
 import queue
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from maskvos.errors import MaskvosError
-from maskvos.model.sam2 import PIXEL_MEAN, PIXEL_STD
+
+if TYPE_CHECKING:
+    import av
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
@@ -30,9 +33,14 @@ class FrameSourceError(MaskvosError):
     """A video, folder or frame that cannot be read."""
 
 
-def natural_key(name: str) -> list[object]:
-    """Sort key that orders 'frame2' before 'frame10'."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+def natural_key(name: str) -> tuple[tuple[int | str, ...], str]:
+    """Sort key that orders digit runs by value, other text case-insensitively: 'Frame2' < 'frame10'.
+
+    Names equal under that order (`01` / `1`, `A` / `a`) are ordered by the name itself, so the
+    order is total and the same everywhere (frame folders, annotation folders, evaluation).
+    """
+    parts = tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+    return parts, name
 
 
 class FrameSource(ABC):
@@ -49,7 +57,7 @@ class FrameSource(ABC):
     def frame(self, frame_idx: int) -> np.ndarray:
         """One frame by index (sources that allow random access override this cheaply)."""
         self.check_index(frame_idx)
-        for idx, frame in self.frames(frame_idx):
+        for _, frame in self.frames(frame_idx):
             return frame
         raise FrameSourceError(f"Frame {frame_idx} could not be read from {self}; check the video.")
 
@@ -120,13 +128,78 @@ class ImageFolderSource(FrameSource):
             yield idx, self.frame(idx)
 
 
-class VideoFileSource(FrameSource):
-    """A video file decoded lazily with PyAV."""
+class VideoIndex:
+    """Frames of a video stream as its packets list them (demuxed, not decoded).
 
-    def __init__(self, path: str | Path) -> None:
+    `pts[frame_idx]` is the presentation timestamp of each frame (in the stream's time base), in
+    presentation order; `keyframes` are the sorted indices of the frames decoding can start at.
+    """
+
+    def __init__(self, pts: Iterable[int], keyframe_pts: Iterable[int]) -> None:
+        self.pts: list[int] = sorted(pts)
+        self.frame_at_pts: dict[int, int] = {p: i for i, p in enumerate(self.pts)}
+        keys = set(keyframe_pts)
+        self.keyframes: list[int] = [i for i, p in enumerate(self.pts) if p in keys]
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def keyframe_at_or_before(self, frame_idx: int) -> int:
+        """The last keyframe at or before `frame_idx` (0 when none is)."""
+        pos = bisect.bisect_right(self.keyframes, frame_idx) - 1
+        return self.keyframes[pos] if pos >= 0 else 0
+
+
+def read_video_index(path: str | Path) -> VideoIndex | None:
+    """The index of the first video stream of a file, from demuxing its packets (cheap: nothing is decoded).
+
+    None where packets cannot stand for frames one to one: a packet without a timestamp, two packets
+    with one timestamp, a packet marked corrupt or to be discarded, or a demuxing error.
+    """
+    import av
+
+    pts: list[int] = []
+    keyframe_pts: list[int] = []
+    try:
+        with av.open(str(path)) as container:
+            for packet in container.demux(container.streams.video[0]):
+                if packet.size == 0:  # the empty packet that flushes the decoder at the end
+                    continue
+                if packet.pts is None or packet.is_discard or packet.is_corrupt:
+                    return None
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keyframe_pts.append(packet.pts)
+    except (av.error.FFmpegError, OSError, ValueError, IndexError):
+        return None
+    if not pts or len(set(pts)) != len(pts):
+        return None
+    return VideoIndex(pts, keyframe_pts)
+
+
+class VideoFileSource(FrameSource):
+    """A video file decoded lazily with PyAV; a read from frame `start` seeks to the keyframe before it.
+
+    Seeking uses a packet index (`index`, read on first need) and is checked frame by frame against
+    it: wherever it looks wrong, the read falls back to decoding from frame 0, so `frames(start)`
+    always gives exactly the frames that decoding from frame 0 gives. `num_frames` is the
+    container's count, else the index's, else a count by decoding. `seek=False` turns the index
+    off: every read decodes from frame 0 and an unstored count is found by decoding.
+
+    Counters for tests and benchmarks: `decoded_frames` (frames the decoder produced, all reads
+    together) and `seek_fallbacks` (reads that gave up a seek and decoded from frame 0).
+    """
+
+    def __init__(self, path: str | Path, seek: bool = True) -> None:
         import av
 
         self.path = Path(path)
+        self.decoded_frames = 0
+        self.seek_fallbacks = 0
+        self._is_seek_allowed = seek
+        self._index: VideoIndex | None = None
+        self._is_index_read = False
+        self._index_lock = threading.Lock()
         if not self.path.is_file():
             raise FrameSourceError(f"Video file '{self.path}' does not exist; pass an existing video or frame folder.")
         try:
@@ -135,33 +208,120 @@ class VideoFileSource(FrameSource):
                     raise FrameSourceError(f"File '{self.path}' has no video stream; pass a video file.")
                 stream = container.streams.video[0]
                 first = next(container.decode(stream))
+                self.decoded_frames += 1
                 self.height, self.width = first.height, first.width
-                self.num_frames = stream.frames or None
+                self._first_pts: int | None = first.pts
+                self._stored_count: int | None = stream.frames or None
         except FrameSourceError:
             raise
         except (av.error.FFmpegError, StopIteration, OSError, ValueError) as exc:
             raise FrameSourceError(f"Video file '{self.path}' cannot be decoded ({exc}); check or re-encode it.") from None
+        self.num_frames = self._stored_count
         if self.num_frames is None:
-            self.num_frames = sum(1 for _ in self._decode())
+            index = self.index
+            self.num_frames = len(index) if index is not None else sum(1 for _ in self._decoded())
 
     def __repr__(self) -> str:
         return f"VideoFileSource('{self.path}')"
 
-    def _decode(self) -> Iterator[np.ndarray]:
+    @property
+    def index(self) -> VideoIndex | None:
+        """The packet index seeks use, read once; None when seeking is off or packets and frames do not match.
+
+        They match when every packet has its own timestamp, the first decoded frame has the smallest
+        one, and the packets are as many as the frames the container says it holds (when it says).
+        """
+        with self._index_lock:
+            if not self._is_index_read:
+                self._is_index_read = True
+                index = read_video_index(self.path) if self._is_seek_allowed else None
+                if index is not None and (
+                    index.pts[0] != self._first_pts
+                    or (self._stored_count is not None and len(index) != self._stored_count)
+                ):
+                    index = None
+                self._index = index
+            return self._index
+
+    def keyframe_at_or_before(self, frame_idx: int) -> int:
+        """The frame that decoding must start from to reach `frame_idx`: its keyframe, or 0 without an index."""
+        self.check_index(frame_idx)
+        index = self.index if frame_idx > 0 else None
+        return index.keyframe_at_or_before(frame_idx) if index is not None else 0
+
+    def frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame_idx, RGB uint8 (H, W, 3)) from `start` on, decoding from the keyframe at or before it."""
+        self.check_index(start)
+        index = self.index if start > 0 else None
+        keyframe = index.keyframe_at_or_before(start) if index is not None else 0
+        if keyframe > 0:
+            owed = yield from self._frames_after_seek(index, keyframe, start)
+            if owed is None:
+                return
+            self.seek_fallbacks += 1
+            self._index = None  # this file's packets mislead: decode from frame 0 from now on
+            start = owed
+        yield from self._frames_from_zero(start)
+
+    def _frames_after_seek(
+        self, index: VideoIndex, keyframe: int, start: int
+    ) -> Generator[tuple[int, np.ndarray], None, int | None]:
+        """Frames from `start` on, decoded after a seek to `keyframe` (<= start), each placed by its pts.
+
+        Frames before `start` (the keyframe's group up to `start`, open-GOP leading frames) are
+        dropped. Returns None when the stream ends at the index's last frame; at the first surprise (a
+        pts not in the index, a frame out of place, an early end) it stops and returns the first frame
+        index not yet given, for the caller to decode from frame 0.
+        """
+        owed = start
+        with closing(self._decoded(seek_pts=index.pts[keyframe])) as decoded:
+            for frame in decoded:
+                frame_idx = index.frame_at_pts.get(frame.pts) if frame.pts is not None else None
+                if frame_idx is not None and frame_idx < start and owed == start:
+                    continue
+                if frame_idx != owed:
+                    return owed
+                yield frame_idx, frame.to_ndarray(format="rgb24")
+                owed += 1
+        return None if owed == len(index) else owed
+
+    def _frames_from_zero(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames from `start` on, decoded from frame 0 and numbered in decoding order (what seeks must match).
+
+        Where a frame's pts is not the one the index gives its number, or the video ends before the
+        index does, the index is dropped.
+        """
+        index = self._index
+        num_decoded = 0
+        for frame_idx, frame in enumerate(self._decoded()):
+            num_decoded += 1
+            if index is not None and (frame_idx >= len(index) or frame.pts != index.pts[frame_idx]):
+                self._index = index = None
+            if frame_idx >= start:
+                yield frame_idx, frame.to_ndarray(format="rgb24")
+        if index is not None and num_decoded != len(index):
+            self._index = None
+
+    def _decoded(self, seek_pts: int | None = None) -> Iterator[av.VideoFrame]:
+        """Decoded frames in presentation order, from the start or from a seek to the keyframe at `seek_pts`.
+
+        A failed seek yields nothing (the caller then decodes from frame 0).
+        """
         import av
 
         try:
             with av.open(str(self.path)) as container:
-                for frame in container.decode(video=0):
-                    yield frame.to_ndarray(format="rgb24")
+                stream = container.streams.video[0]
+                if seek_pts is not None:
+                    try:
+                        container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
+                    except av.error.FFmpegError:
+                        return
+                for frame in container.decode(stream):
+                    self.decoded_frames += 1
+                    yield frame
         except av.error.FFmpegError as exc:
             raise FrameSourceError(f"Video file '{self.path}' is corrupt ({exc}); check or re-encode it.") from None
-
-    def frames(self, start: int = 0) -> Iterator[tuple[int, np.ndarray]]:
-        self.check_index(start)
-        for idx, frame in enumerate(self._decode()):
-            if idx >= start:
-                yield idx, frame
 
 
 class ArraySource(FrameSource):
@@ -267,7 +427,7 @@ def prefetch(frames: Iterator[tuple[int, np.ndarray]], depth: int = 4) -> Iterat
                 if stop.is_set():
                     return
             buffer.put(done)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+        except BaseException as exc:
             buffer.put(exc)
 
     thread = threading.Thread(target=worker, daemon=True)
@@ -282,12 +442,3 @@ def prefetch(frames: Iterator[tuple[int, np.ndarray]], depth: int = 4) -> Iterat
             yield item
     finally:
         stop.set()
-
-
-def to_model_input(frame: np.ndarray, image_size: int) -> torch.Tensor:
-    """An RGB uint8 frame (H, W, 3) as the model's input (3, S, S): bicubic resize, [0, 1], ImageNet norm."""
-    resized = Image.fromarray(frame).resize((image_size, image_size), Image.Resampling.BICUBIC)
-    x = torch.from_numpy(np.asarray(resized, dtype=np.float64) / 255.0).float().permute(2, 0, 1)
-    mean = torch.tensor(PIXEL_MEAN).view(3, 1, 1)
-    std = torch.tensor(PIXEL_STD).view(3, 1, 1)
-    return (x - mean) / std

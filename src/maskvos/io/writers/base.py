@@ -1,0 +1,123 @@
+"""What every output format shares: the `Writer` protocol, what a writer is given, and output errors.
+
+A run opens its writers on an `OutputTarget`, hands each one every frame's `OutputFrame` and result
+(`MaskFrame`), and ends with `close()` (the output is complete) or, after an error or interrupt,
+`discard()` (no partial file stays; complete per-frame files do, a resumed run continues after them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Protocol, TypeVar
+
+import numpy as np
+
+from maskvos.errors import MaskvosError
+from maskvos.io.frames import FrameSource
+
+T = TypeVar("T")
+
+
+class OutputError(MaskvosError):
+    """An output location that cannot be written, or an output format that does not exist."""
+
+
+def prepare_output_dir(path: str | Path) -> Path:
+    """Create the output folder and check that it is writable."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".maskvos-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"Output folder '{path}' is not writable ({exc.strerror}); pass a writable --out folder.") from None
+    return path
+
+
+class MaskFrame(Protocol):
+    """What a writer needs of one frame's result (`maskvos.inference.FrameResult` is one)."""
+
+    frame_idx: int
+    obj_ids: list[int]
+
+    def label_map(self) -> np.ndarray:
+        """(H, W) integer label map, 0 background, each pixel the id of at most one object."""
+        ...
+
+    def masks_by_id(self) -> dict[int, np.ndarray]:
+        """{obj_id: (H, W) bool} for every object of the frame."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """Where, and from what, a run's outputs are written.
+
+    Attributes:
+        out_dir: the run's output folder (exists, writable).
+        source: the video's frames; `source.stem(i)` names frame i's files.
+        masks_dir: where the png writer puts label maps (usually `out_dir / "masks"`; may be `out_dir`).
+        fps: frame rate of the overlay preview.
+        resume: the run continues an interrupted run in the same folder.
+    """
+
+    out_dir: Path
+    source: FrameSource
+    masks_dir: Path
+    fps: float = 24.0
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    """One frame as writers see it.
+
+    Attributes:
+        frame_idx: 0-based frame index.
+        stem: file stem of this frame's outputs.
+        image: the frame, RGB uint8 (H, W, 3); given to writers whose `needs_image` is True, else may be None.
+    """
+
+    frame_idx: int
+    stem: str
+    image: np.ndarray | None = None
+
+
+class Writer(Protocol):
+    """One output format. Constructed without arguments, then `open`, `write` per frame, `close`."""
+
+    name: ClassVar[str]
+    """The format's name, as `--format` spells it."""
+    needs_image: ClassVar[bool]
+    """Whether `write` needs `OutputFrame.image`."""
+    requires: ClassVar[tuple[str, ...]]
+    """Other formats this one needs opened with it (the overlay needs "png")."""
+
+    def open(self, target: OutputTarget) -> None:
+        """Prepare to write into `target` (create folders); raises `OutputError` if it cannot."""
+        ...
+
+    def write(self, frame: OutputFrame, result: MaskFrame) -> None:
+        """Write one frame's result."""
+        ...
+
+    def close(self) -> None:
+        """Finish: the output is complete."""
+        ...
+
+    def discard(self) -> None:
+        """Abandon after an error or interrupt: no partial file stays (complete per-frame files do)."""
+        ...
+
+    def describe(self) -> str:
+        """One summary line naming what was written where, e.g. "label maps:      out/masks/"."""
+        ...
+
+
+def opened(value: T | None, writer: object) -> T:
+    """`value` set by the writer's `open`; a clear error when the writer is used before `open`."""
+    if value is None:
+        raise RuntimeError(f"{type(writer).__name__} was used before open()")
+    return value

@@ -1,0 +1,62 @@
+"""The output formats by name, and opening the writers of a run."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from maskvos.io.writers.base import OutputError, OutputTarget, Writer
+from maskvos.io.writers.images import ObjectPngWriter, PalettePngWriter
+from maskvos.io.writers.overlay import OverlayVideoWriter
+from maskvos.io.writers.rle import RleJsonWriter
+
+#: Every output format: its name -> its writer class. A new format is one class and one entry here,
+#: after the formats it requires (writers are opened, written and closed in this order).
+WRITERS: dict[str, type[Writer]] = {
+    "png": PalettePngWriter,
+    "objects": ObjectPngWriter,
+    "rle": RleJsonWriter,
+    "overlay": OverlayVideoWriter,
+}
+FORMATS: tuple[str, ...] = tuple(WRITERS)
+
+
+def resolve_formats(formats: Sequence[str]) -> list[str]:
+    """The formats named plus those they require, each once, in the order of `WRITERS` (so every
+    format comes after those it requires): ["overlay", "rle"] -> ["png", "rle", "overlay"].
+
+    Raises:
+        OutputError: a name that is not a format.
+    """
+    for name in formats:
+        if name not in WRITERS:
+            raise OutputError(f"Output format '{name}' is unknown; use any of {', '.join(FORMATS)}.")
+    wanted = set(formats)
+    pending = list(formats)
+    while pending:
+        for required in WRITERS[pending.pop()].requires:
+            if required not in wanted:
+                wanted.add(required)
+                pending.append(required)
+    return [name for name in WRITERS if name in wanted]
+
+
+def open_writers(formats: Sequence[str], target: OutputTarget) -> list[Writer]:
+    """Open one writer per format of `resolve_formats(formats)` on `target`, in that order.
+
+    Raises:
+        OutputError: an unknown format (before anything is opened) or a folder that cannot be
+            written; the writers opened before the failure are discarded.
+    """
+    writers: list[Writer] = []
+    try:
+        for name in resolve_formats(formats):
+            writer = WRITERS[name]()
+            writer.open(target)
+            writers.append(writer)
+    except BaseException:
+        for writer in reversed(writers):
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                writer.discard()
+        raise
+    return writers
