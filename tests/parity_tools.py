@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from maskvos.io.frames import to_model_input
 from maskvos.inference.memory_bank import pointer_distances, recent_frame_slots, select_prompted_frames
+from maskvos.model.preprocess import to_model_input
 from maskvos.model.sam2 import (
     MemoryContext,
     MemoryFrame,

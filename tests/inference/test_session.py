@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from media_tools import numbered_frame, write_video
 from maskvos.errors import ConfigError
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache, sam2_encoder
@@ -21,6 +20,8 @@ from maskvos.inference.session import FrameResult, SessionError, VideoSession
 from maskvos.io.frames import FrameSourceError, open_source
 from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
+
+from media_tools import numbered_frame, write_video
 
 H, W = 72, 96
 
@@ -182,6 +183,8 @@ def test_bad_propagation_arguments(model):
         session.propagate(end=6)
     with pytest.raises(ConfigError, match="multiple of 32"):
         InferenceConfig(resolution=100)
+    with pytest.raises(ConfigError, match="max_prompted_frames 1 is not supported"):
+        InferenceConfig(max_prompted_frames=1)
 
 
 def test_label_map_overlap_rules():
@@ -219,7 +222,7 @@ def test_saved_state_resumes_a_propagation_exactly(model, tmp_path):
     first = VideoSession(model, video, config)
     first.add_mask(0, 1, square())
     first.add_box(0, 2, [50, 5, 90, 30])
-    for r in first.propagate(end=20):
+    for _ in first.propagate(end=20):
         pass
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = VideoSession(model, video, config)
@@ -231,3 +234,65 @@ def test_saved_state_resumes_a_propagation_exactly(model, tmp_path):
         assert torch.equal(r.mask_logits, expected[r.frame_idx])
     # The mask prompt on frame 0 still comes back unchanged.
     assert np.array_equal(next(iter(resumed.propagate(start=0, end=0))).masks[0].numpy(), square())
+
+
+def sliding(i: int) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    x = 10 + (2 * i) % 50
+    m[20:50, x : x + 30] = True
+    return m
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_propagating_from_a_frame_whose_context_was_evicted_equals_keeping_all(model, direction):
+    """After a full forward pass, a pass from the middle of the video (far from every prompt, so what
+    it attends to was evicted) rebuilds that context first: its results equal those of a session
+    that keeps every memory (the reference's behaviour), bit for bit. Going backward, the frames
+    attended to (k+1 ..) were tracked forward and are rebuilt forward."""
+    num_frames, k = 60, 20
+    video = frames(num_frames)
+    for i in range(num_frames):
+        video[i][sliding(i)] = [230, 30, 30]
+    runs = []
+    for keep_all in (True, False):
+        config = InferenceConfig(resolution=64, memory_stride=3, max_prompted_frames=2, keep_all_memories=keep_all)
+        session = VideoSession(model, video, config)
+        for t in (0, 40, num_frames - 1):  # three prompts, two objects batched
+            session.add_mask(t, 1, sliding(t))
+            session.add_mask(t, 2, ~sliding(t))
+        list(session.propagate())
+        reverse = direction == "backward"
+        missing = session.bank.missing(1, k, reverse)
+        assert bool(missing) != keep_all, "the evicting session must have lost the context of frame k"
+        encoded = session.frames.num_encoded
+        runs.append(list(session.propagate(start=k, direction=direction)))
+        encoded = session.frames.num_encoded - encoded
+    for kept, rebuilt in zip(*runs, strict=True):
+        assert kept.frame_idx == rebuilt.frame_idx
+        assert torch.equal(kept.mask_logits, rebuilt.mask_logits), kept.frame_idx
+        assert torch.equal(kept.object_scores, rebuilt.object_scores)
+    passed = k + 1 if reverse else num_frames - k
+    assert len(runs[1]) == passed and encoded > passed, "the evicted context was not rebuilt"
+
+
+def test_rebuilding_after_both_directions_equals_keeping_all(model):
+    """After tracking both ways from a prompt in the middle, a forward pass and a correction later in
+    the video need forward memories that were evicted. They are rebuilt forward from the prompt
+    attending only to what the original forward pass had (not to the frames tracked backward since),
+    so results equal a session that keeps every memory; the rebuild is no visit of the prompt frame,
+    whose direction (which a correction there conditions on) stays that of the backward pass."""
+    video = frames(40)
+    runs = []
+    for keep_all in (True, False):
+        session = VideoSession(model, video, InferenceConfig(resolution=64, keep_all_memories=keep_all))
+        session.add_mask(10, 1, square(10 % 15))
+        session.add_box(10, 2, [50, 5, 90, 30])
+        list(session.propagate(direction="both"))
+        assert session.bank.direction(1, 10) is True
+        assert bool(session.bank.missing(1, 30, False)) != keep_all
+        logits = [r.mask_logits for r in session.propagate(start=30)]
+        assert session.bank.direction(1, 10) is True and session.bank.direction(1, 29) is False
+        logits.append(session.add_points(33, 1, [[30, 30]], [1]).mask_logits)
+        runs.append(logits)
+    for kept, rebuilt in zip(*runs, strict=True):
+        assert torch.equal(kept, rebuilt)

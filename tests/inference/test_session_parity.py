@@ -14,11 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from parity_tools import assert_masks_match, calibrated_checkpoint, max_abs_diff, reference_predictor, synthetic_masks, synthetic_video
 from maskvos.checkpoints import load_model
-from maskvos.inference.config import InferenceConfig
 from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
+
+from parity_tools import (
+    assert_masks_match,
+    calibrated_checkpoint,
+    max_abs_diff,
+    reference_predictor,
+    synthetic_masks,
+    synthetic_video,
+)
 
 NUM_FRAMES = 8
 CASES = [
@@ -189,7 +196,7 @@ def test_eviction_and_rebuild_keep_parity(video, tmp_path):
     ref.add_new_mask(state, 0, 1, mask)
     session.add_mask(0, 1, mask)
     peak = 0
-    for (t, ids, ref_masks), result in zip(ref.propagate_in_video(state), session.propagate(), strict=True):
+    for (_, ids, ref_masks), result in zip(ref.propagate_in_video(state), session.propagate(), strict=True):
         check.frame(session, state, result, ids, ref_masks)
         peak = max(peak, session.bank.num_entries())
     # Without eviction 48 entries would be stored; SAM2's window needs at most 16 recent ones plus

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from maskvos.errors import ConfigError
-
-RESOLUTIONS = (512, 768, 1024)
+from maskvos.inference.policies import MemoryPolicy, get_policy
 
 
 @dataclass(frozen=True)
@@ -29,6 +28,9 @@ class InferenceConfig:
             compute-bound and one object's working set stays in cache) and all objects on a GPU.
         feature_cache: image features of this many recent frames stay cached.
         prefetch: frames decoded ahead on a background thread.
+        memory_policy: what tracked frames are admitted to memory and what each frame attends to:
+            a `MemoryPolicy` (a frozen dataclass) or the name of one (`policies.POLICY_NAMES`);
+            a name is replaced by the policy object, so `repr(config)` shows its settings.
     """
 
     resolution: int | None = None
@@ -41,12 +43,17 @@ class InferenceConfig:
     memory_batch: int | None = None
     feature_cache: int = 4
     prefetch: int = 4
+    memory_policy: MemoryPolicy | str = "sam2"
 
     def __post_init__(self) -> None:
         if self.resolution is not None and (self.resolution < 64 or self.resolution % 32):
             raise ConfigError(f"Resolution {self.resolution} is not supported; use a multiple of 32 such as 512, 768 or 1024.")
         if self.memory_stride < 1:
             raise ConfigError(f"Memory stride {self.memory_stride} is not supported; use 1 or more.")
+        if self.max_prompted_frames != -1 and self.max_prompted_frames < 2:
+            raise ConfigError(
+                f"max_prompted_frames {self.max_prompted_frames} is not supported; use -1 (all) or 2 or more."
+            )
         if self.max_pointers < 1:
             raise ConfigError(f"max_pointers {self.max_pointers} is not supported; use 1 or more.")
         if self.overlap not in ("score", "order"):
@@ -55,3 +62,18 @@ class InferenceConfig:
             raise ConfigError(f"memory_batch {self.memory_batch} is not supported; use None or 1 or more.")
         if self.feature_cache < 1:
             raise ConfigError("feature_cache must be at least 1.")
+        object.__setattr__(self, "memory_policy", _resolve_policy(self.memory_policy))
+
+
+def _resolve_policy(policy: MemoryPolicy | str) -> MemoryPolicy:
+    if isinstance(policy, str):
+        return get_policy(policy)
+    if not isinstance(policy, MemoryPolicy):
+        raise ConfigError(f"Memory policy {policy!r} is neither a policy name nor a MemoryPolicy; pass a name such as 'sam2'.")
+    params = getattr(type(policy), "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        raise ConfigError(
+            f"Memory policy {type(policy).__name__} is not a frozen dataclass; declare it with "
+            "@dataclass(frozen=True) so a configuration prints as a stable run signature."
+        )
+    return policy

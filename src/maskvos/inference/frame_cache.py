@@ -9,17 +9,19 @@ frames just read.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
 
-from maskvos.io.frames import FrameSource, FrameSourceError, StreamSource, VideoFileSource, prefetch, to_model_input
+from maskvos.io.frames import FrameSource, FrameSourceError, StreamSource, VideoFileSource, prefetch
+from maskvos.model.preprocess import to_model_input
 from maskvos.model.sam2 import FrameFeatures, SAM2Model
 
-#: Frames decoded per chunk when a video file is read backward (it can only be decoded forward).
-REVERSE_CHUNK = 32
+#: Bytes of decoded RGB frames that reading a video file backward holds at once (H * W * 3 per
+#: frame): 512 MiB is 436 frames at 854x480 (a default x264 group of 250 fits), 86 at 1920x1080.
+REVERSE_BUDGET_BYTES = 512 * 2**20
 
 
 def sam2_encoder(model: SAM2Model, resolution: int, device: torch.device) -> Callable[[np.ndarray], FrameFeatures]:
@@ -31,13 +33,20 @@ def sam2_encoder(model: SAM2Model, resolution: int, device: torch.device) -> Cal
     return encode
 
 
-class FrameCache:
+#: What an engine's encoder makes of a frame (SAM2: `FrameFeatures`; featmatch: a key tensor).
+FeaturesT = TypeVar("FeaturesT")
+
+
+class FrameCache(Generic[FeaturesT]):
     """Frames of one source and their features (whatever `encode` makes of a frame)."""
+
+    #: Bytes of frames a backward read of a video file holds at once (see `_reverse_video`).
+    reverse_budget_bytes: int = REVERSE_BUDGET_BYTES
 
     def __init__(
         self,
         source: FrameSource,
-        encode: Callable[[np.ndarray], Any],
+        encode: Callable[[np.ndarray], FeaturesT],
         cache_size: int = 4,
         prefetch_depth: int = 4,
     ) -> None:
@@ -46,7 +55,7 @@ class FrameCache:
         self.cache_size = cache_size
         self.prefetch_depth = prefetch_depth
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._features: OrderedDict[int, Any] = OrderedDict()
+        self._features: OrderedDict[int, FeaturesT] = OrderedDict()
         self.num_encoded = 0
 
     @property
@@ -80,7 +89,7 @@ class FrameCache:
         return frame
 
     @torch.inference_mode()
-    def features(self, frame_idx: int, frame: np.ndarray | None = None) -> Any:
+    def features(self, frame_idx: int, frame: np.ndarray | None = None) -> FeaturesT:
         """The features of a frame, encoded once while they stay cached."""
         if frame_idx in self._features:
             self._features.move_to_end(frame_idx)
@@ -143,12 +152,26 @@ class FrameCache:
                 return
 
     def _reverse_video(self, order: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
-        """Decode forward in chunks and hand them out backward."""
+        """Frames order[0], order[0] - 1, ..., order[-1] of a video file, which decodes only forward.
+
+        The video is read backward in chunks, each decoded forward and handed out reversed. A chunk
+        starts at a keyframe (where decoding can start without decoding what comes before) and
+        ends at the highest frame not yet handed out, so a backward pass over N frames decodes
+        each frame once: N frames, plus those between the keyframe before order[-1] and order[-1].
+        A chunk holds at most `reverse_budget_bytes` of frames, M = budget / (H * W * 3) of them.
+        A group of G frames from one keyframe to the next that does not fit (G > M) is read in
+        ceil(G / M) chunks of M frames from its end, each decoded from the keyframe and keeping only
+        its last M frames: about G * (G / M + 1) / 2 decodes for that group instead of G (2G for a
+        250-frame group at 1080p). A source that cannot seek gives keyframe 0: chunks of M frames,
+        each decoded from frame 0.
+        """
+        source = self.source
+        max_frames = max(1, self.reverse_budget_bytes // (source.height * source.width * 3))
         high, low = order[0], order[-1]
         while high >= low:
-            chunk_start = max(low, high - REVERSE_CHUNK + 1)
+            chunk_start = max(low, source.keyframe_at_or_before(high), high - max_frames + 1)
             chunk = []
-            for t, frame in self.source.frames(chunk_start):
+            for t, frame in source.frames(chunk_start):
                 chunk.append((t, frame))
                 if t >= high:
                     break

@@ -5,30 +5,31 @@ same masks as Meta's `SAM2VideoPredictor` (with `add_all_frames_to_correct_as_co
 correction stays a prompt), without its limits: frames are read lazily from any source, memories
 no longer selectable are evicted (resident memory does not grow with the video), the objects of a
 frame run through memory attention, decoder and memory encoder as one batch, and results come at
-the frame's own size, with a user's mask prompt returned unchanged.
+the frame's own size, with a user's mask prompt returned unchanged. Before a pass starts, and before
+a correction, memories it would attend to that were evicted are rebuilt (`_restore_context`), so
+eviction never changes a result.
 
 State is split into small parts: `FrameCache` (frames, features), `ObjectRegistry` (ids),
-`MemoryBank` (memories and selection), and the prompt masks kept to be returned as given.
+`MemoryBank` (memories; the only writer of them, with the `MemoryPolicy` of the configuration
+deciding admission, selection and so eviction), and the prompt masks kept to be returned as given.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskvos.errors import MaskvosError
+from maskvos.inference.api import FrameResult, Pass, SessionBase, SessionError, parse_prompt_state_key, prompt_state_key
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache, sam2_encoder
-from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, bank_state, restore_bank
+from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, RebuildView, bank_state, restore_bank
 from maskvos.inference.objects import ObjectRegistry
+from maskvos.inference.policies import FrameSignals, MemoryWindow
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
 from maskvos.io.frames import FrameSource, open_source
-from maskvos.io.masks import masks_to_label_map
 from maskvos.model.sam2 import (
     MASK_PROMPT_BIAS,
     MASK_PROMPT_SCALE,
@@ -40,126 +41,10 @@ from maskvos.model.sam2 import (
     TrackOutput,
 )
 
-DIRECTIONS = ("forward", "backward", "both")
 #: Logits are clamped to this range before they are given back to the decoder as a dense prompt.
 PREV_LOGIT_CLAMP = 32.0
 
-
-class SessionError(MaskvosError):
-    """A session used out of order or with arguments that do not fit the video."""
-
-
-@dataclass
-class FrameResult:
-    """All objects' results on one frame, at the frame's original size.
-
-    Attributes:
-        frame_idx: 0-based frame index.
-        obj_ids: object ids, one per row below.
-        mask_logits: (B, H, W) float32 mask logits (> 0 inside). On a frame prompted with a mask the
-            row is +10 inside the given mask and -10 outside.
-        masks: (B, H, W) bool masks; on a mask-prompted frame exactly the mask given.
-        object_scores: (B,) object presence logits (> 0: present).
-        overlap: the rule `label_map` uses by default ("score" or "order").
-    """
-
-    frame_idx: int
-    obj_ids: list[int]
-    mask_logits: torch.Tensor
-    masks: torch.Tensor
-    object_scores: torch.Tensor
-    overlap: str = "score"
-
-    def masks_by_id(self) -> dict[int, np.ndarray]:
-        """{obj_id: bool (H, W)}."""
-        masks = self.masks.numpy()
-        return {obj_id: masks[i] for i, obj_id in enumerate(self.obj_ids)}
-
-    def label_map(self, overlap: str | None = None) -> np.ndarray:
-        """(H, W) label map, each pixel the id of at most one object (0 background).
-
-        With overlap "score" the object with the highest logit wins a contested pixel; with "order"
-        the object listed last wins.
-        """
-        rule = overlap or self.overlap
-        if not self.obj_ids:
-            raise SessionError("This frame has no objects; prompt an object first.")
-        scores = None
-        if rule == "score":
-            logits = self.mask_logits.numpy()
-            scores = {obj_id: logits[i] for i, obj_id in enumerate(self.obj_ids)}
-        return masks_to_label_map(self.masks_by_id(), scores)
-
-
-class SessionBase(ABC):
-    """What every session (SAM2's `VideoSession`, the `featmatch` backend's) shares: the frames, the
-    object ids, frame-index checks, and how `propagate` arguments become passes over the video.
-
-    Subclasses set `frames` (a `FrameCache`), `objects` (an `ObjectRegistry`) and
-    `_new_prompt_frames`, and list their prompted frames in `_prompted_frames`.
-    """
-
-    frames: FrameCache
-    objects: ObjectRegistry
-    _new_prompt_frames: set[int]
-
-    @property
-    def num_frames(self) -> int | None:
-        """Frames in the video; None for a stream of unknown length."""
-        return self.frames.num_frames
-
-    @property
-    def height(self) -> int:
-        return self.frames.source.height
-
-    @property
-    def width(self) -> int:
-        return self.frames.source.width
-
-    @property
-    def obj_ids(self) -> list[int]:
-        return self.objects.obj_ids
-
-    @abstractmethod
-    def _prompted_frames(self) -> set[int]:
-        """Frames that hold a prompt (where a default propagation may start)."""
-
-    def _check_frame(self, frame_idx: int) -> None:
-        if isinstance(frame_idx, bool) or not isinstance(frame_idx, (int, np.integer)):
-            raise SessionError(f"Frame index {frame_idx!r} is not an integer; pass a 0-based frame number.")
-        self.frames.source.check_index(int(frame_idx))
-
-    def _plan_passes(self, start: int | None, end: int | None, direction: str) -> list[tuple[int, int | None, bool, bool]]:
-        """Check `propagate`'s arguments and turn them into passes: (start, stop inclusive or None for
-        the end of the source, reverse, skip the first frame). Clears the record of new prompts."""
-        if direction not in DIRECTIONS:
-            raise SessionError(f"Direction '{direction}' is unknown; use forward, backward or both.")
-        if not len(self.objects):
-            raise SessionError("No object has been prompted; add a mask, points or a box first.")
-        if direction != "forward" and self.num_frames is None:
-            raise SessionError(f"A stream can only be tracked forward, not '{direction}'; use direction 'forward'.")
-        prompted = self._prompted_frames()
-        fresh = self._new_prompt_frames & prompted or prompted
-        if start is None:
-            start = max(fresh) if direction == "backward" else min(fresh)
-        self._check_frame(start)
-        if direction == "backward":
-            stop = 0 if end is None else end
-            self._check_frame(stop)
-            if stop > start:
-                raise SessionError(f"Going backward, end frame {stop} must not come after start frame {start}.")
-            passes = [(start, stop, True, False)]
-        else:
-            if end is not None:
-                self._check_frame(end)
-                if end < start:
-                    raise SessionError(f"Going forward, end frame {end} must not come before start frame {start}.")
-            last = self.num_frames - 1 if self.num_frames is not None else None
-            passes = [(start, end if end is not None else last, False, False)]
-            if direction == "both":
-                passes.append((start, 0, True, True))
-        self._new_prompt_frames.clear()
-        return passes
+__all__ = ["FrameResult", "SessionError", "VideoSession"]
 
 
 class VideoSession(SessionBase):
@@ -171,6 +56,8 @@ class VideoSession(SessionBase):
         >>> for result in session.propagate():
         ...     labels = result.label_map()
     """
+
+    prompt_types = frozenset({"mask", "points", "box"})
 
     def __init__(
         self,
@@ -189,13 +76,15 @@ class VideoSession(SessionBase):
             prefetch_depth=self.config.prefetch,
         )
         self.objects = ObjectRegistry()
-        self.bank = MemoryBank(
-            model.config.num_maskmem,
+        window = MemoryWindow(
+            num_maskmem=model.config.num_maskmem,
             stride=self.config.memory_stride,
             max_pointers=self.config.max_pointers,
             max_prompted_frames=self.config.max_prompted_frames,
-            keep_all=self.config.keep_all_memories,
+            signed_pointers=model.config.use_signed_tpos_enc_to_obj_ptrs,
+            num_frames=self.num_frames,
         )
+        self.bank = MemoryBank(window, self.config.memory_policy, keep_all=self.config.keep_all_memories)
         #: (obj_id, frame_idx) -> the user's mask prompt, returned unchanged on that frame.
         self._prompt_masks: dict[tuple[int, int], np.ndarray] = {}
         self._memory_batch = self.config.memory_batch
@@ -211,16 +100,17 @@ class VideoSession(SessionBase):
 
         Returns the object's result on that frame: the mask itself.
         """
+        self._check_idle()
         self._check_frame(frame_idx)
         mask_bool = check_mask(mask, self.height, self.width, f"The mask of object {obj_id} on frame {frame_idx}")
         self.objects.add(obj_id)
-        mem = self.bank.object(obj_id)
         features = self.frames.features(frame_idx)
         out = self.model.track_frame(features, mask_input=mask_to_model_input(mask_bool, self.resolution, self.device))
-        mem.pending[frame_idx] = _entry(out, 0)
+        entry = _entries(out)[0]
+        self.bank.stage_prompt(obj_id, frame_idx, entry)
         self._prompt_masks[(obj_id, frame_idx)] = mask_bool
         self._new_prompt_frames.add(frame_idx)
-        return self._result(frame_idx, [obj_id], [mem.pending[frame_idx]])
+        return self._result(frame_idx, [obj_id], [entry])
 
     @torch.inference_mode()
     def add_points(
@@ -241,29 +131,27 @@ class VideoSession(SessionBase):
         there (a mask prompt, earlier clicks, or the tracked mask) is refined. On an already tracked
         frame this is a correction: the frame becomes a prompt, and the next `propagate()` starts here.
         """
+        self._check_idle()
         self._check_frame(frame_idx)
         coords, lbls = points_to_model_input(
             points, labels, box, self.height, self.width, self.resolution, self.device
         )
         self.objects.add(obj_id)
-        mem = self.bank.object(obj_id)
-        is_first_visit = frame_idx not in mem.directions
-        reverse = mem.directions.get(frame_idx, False)
+        reverse = self.bank.direction(obj_id, frame_idx)
         memory = None
-        if not is_first_visit:
-            if mem.latest(frame_idx) is None or self.bank.missing_context(obj_id, frame_idx, reverse):
-                self._rebuild(obj_id, frame_idx, reverse)
-            plan = self.bank.plan(obj_id, frame_idx, reverse, self.num_frames, self._signed)
-            memory = self._memory_context(plan, [obj_id])
-        prev = mem.latest(frame_idx)
+        if reverse is not None:  # a frame processed before: condition on the memories it had
+            self._restore_context(frame_idx, reverse, [obj_id], with_frame=True)
+            memory = self._memory_context(self.bank.plan(obj_id, frame_idx, reverse), [obj_id])
+        prev = self.bank.latest(obj_id, frame_idx)
         prev_logits = None if prev is None else prev.low_res_logits.clamp(-PREV_LOGIT_CLAMP, PREV_LOGIT_CLAMP)
         out = self.model.track_frame(
             self.frames.features(frame_idx), memory=memory, points=(coords, lbls), prev_mask_logits=prev_logits
         )
-        mem.pending[frame_idx] = _entry(out, 0)
+        entry = _entries(out)[0]
+        self.bank.stage_prompt(obj_id, frame_idx, entry)
         self._prompt_masks.pop((obj_id, frame_idx), None)
         self._new_prompt_frames.add(frame_idx)
-        return self._result(frame_idx, [obj_id], [mem.pending[frame_idx]])
+        return self._result(frame_idx, [obj_id], [entry])
 
     def add_box(
         self,
@@ -278,84 +166,98 @@ class VideoSession(SessionBase):
 
     def remove_object(self, obj_id: int) -> None:
         """Forget an object and all its prompts and memories."""
+        self._check_idle()
         self.objects.remove(obj_id)
         self.bank.remove(obj_id)
         for key in [k for k in self._prompt_masks if k[0] == obj_id]:
             del self._prompt_masks[key]
 
     # ------------------------------------------------------------------ propagation
-    def propagate(
-        self, start: int | None = None, end: int | None = None, direction: str = "forward"
-    ) -> Iterator[FrameResult]:
-        """Track every object through the video, yielding one `FrameResult` per frame.
-
-        Arguments:
-            start: first frame; by default the earliest frame prompted since the last propagation
-                (the latest, going backward), or the earliest prompt of all when nothing is new.
-            end: last frame, inclusive; by default the last frame (forward) or frame 0 (backward).
-            direction: "forward", "backward", or "both" (forward from `start`, then backward from it;
-                every frame is yielded once).
-        """
-        passes = self._plan_passes(start, end, direction)
-        return self._propagate(passes)
-
     @torch.inference_mode()
-    def _propagate(self, passes: list[tuple[int, int | None, bool, bool]]) -> Iterator[FrameResult]:
+    def _run(self, passes: Sequence[Pass]) -> Iterator[FrameResult]:
         self._encode_prompts()
-        for start, stop, reverse, skip_first in passes:
-            for i, result in enumerate(self._run_pass(start, stop, reverse, self.obj_ids)):
-                if not (skip_first and i == 0):
+        for p in passes:
+            self._restore_context(p.start, p.reverse, self.obj_ids)
+            for i, result in enumerate(self._run_pass(p.start, p.stop, p.reverse, self.obj_ids)):
+                if not (p.skip_start and i == 0):
                     yield result
 
     def _prompted_frames(self) -> set[int]:
         return {t for m in self.bank.objects.values() for t in (*m.prompted, *m.pending)}
 
     def _run_pass(self, start: int, stop: int | None, reverse: bool, obj_ids: list[int]) -> Iterator[FrameResult]:
-        """Process frames `start`..`stop` (inclusive) for `obj_ids`, storing memories and evicting old ones."""
+        """Process frames `start`..`stop` (inclusive) for `obj_ids`, yielding their results."""
+        for frame_idx, entries in self._track_range(start, stop, reverse, obj_ids):
+            yield self._result(frame_idx, obj_ids, entries)
+
+    def _track_range(
+        self, start: int, stop: int | None, reverse: bool, obj_ids: list[int], rebuild: RebuildView | None = None
+    ) -> Iterator[tuple[int, list[MemoryEntry]]]:
+        """Track frames `start`..`stop` (inclusive) for `obj_ids`, storing memories and evicting old ones.
+
+        A rebuild (`rebuild` says what it may attend to) recomputes outputs of an earlier pass: its
+        entries keep their stamps, and it is no visit of the prompt frames it goes through (their
+        direction stays that of the last pass through them).
+        """
         for frame_idx, frame in self.frames.iterate(start, stop, reverse):
             # Evict before, not after, a frame: what the last frame of a pass attended to stays, so a
             # correction there needs no rebuild.
             self.bank.evict(frame_idx, reverse, obj_ids)
             features = self.frames.features(frame_idx, frame)
-            entries = self._track_frame(frame_idx, features, reverse, obj_ids)
-            for obj_id in obj_ids:
-                self.bank.objects[obj_id].directions[frame_idx] = reverse
-            yield self._result(frame_idx, obj_ids, entries)
+            yield frame_idx, self._track_frame(frame_idx, features, reverse, obj_ids, rebuild)
 
-    def _track_frame(self, frame_idx: int, features: FrameFeatures, reverse: bool, obj_ids: list[int]) -> list[MemoryEntry]:
+    def _track_frame(
+        self,
+        frame_idx: int,
+        features: FrameFeatures,
+        reverse: bool,
+        obj_ids: list[int],
+        rebuild: RebuildView | None = None,
+    ) -> list[MemoryEntry]:
         """Outputs of `obj_ids` on one frame: stored prompts as they are, the others tracked in batches
-        of objects that attend to the same frames."""
+        of objects that attend to the same frames, then handed to the bank (the policy admits them)."""
         entries: dict[int, MemoryEntry] = {}
         groups: dict[MemoryPlan, list[int]] = {}
         for obj_id in obj_ids:
-            mem = self.bank.objects[obj_id]
-            if frame_idx in mem.prompted:
-                entries[obj_id] = mem.prompted[frame_idx]
+            prompt = self.bank.objects[obj_id].prompted.get(frame_idx)
+            if prompt is not None:
+                entries[obj_id] = prompt
+                if rebuild is None:
+                    self.bank.mark_visited(obj_id, frame_idx, reverse)
             else:
-                plan = self.bank.plan(obj_id, frame_idx, reverse, self.num_frames, self._signed)
-                groups.setdefault(plan, []).append(obj_id)
-        tracked_ids, outputs = [], []
+                groups.setdefault(self.bank.plan(obj_id, frame_idx, reverse, rebuild), []).append(obj_id)
+        tracked_ids, outputs, new = [], [], []
         for plan, group in groups.items():
             out = self.model.track_frame(
                 features.expand(len(group)), memory=self._memory_context(plan, group), memory_batch=self._memory_batch
             )
             tracked_ids += group
             outputs.append(out)
+            new += _entries(out)
         if tracked_ids:
-            high_res = torch.cat([o.high_res_logits for o in outputs])
-            scores = torch.cat([o.object_score_logits for o in outputs])
-            mem_feats, mem_pos = self.model.encode_memory(features.expand(len(tracked_ids)), high_res, scores)
-            self._set_mem_pos(mem_pos)
-            row = 0
-            for out in outputs:
-                for i in range(out.obj_ptr.shape[0]):
-                    entry = _entry(out, i)
-                    entry.mem_feats = mem_feats[row : row + 1].to(self.config.memory_dtype).clone()
-                    obj_id = tracked_ids[row]
-                    self.bank.objects[obj_id].tracked[frame_idx] = entry
-                    entries[obj_id] = entry
-                    row += 1
+            encode = self._memory_encoder(features, outputs)
+            self.bank.admit(frame_idx, reverse, list(zip(tracked_ids, new)), encode, is_rebuild=rebuild is not None)
+            entries.update(zip(tracked_ids, new))
         return [entries[obj_id] for obj_id in obj_ids]
+
+    def _memory_encoder(
+        self, features: FrameFeatures, outputs: list[TrackOutput]
+    ) -> Callable[[list[int]], list[torch.Tensor]]:
+        """What `MemoryBank.admit` calls to encode the admitted rows of `outputs` (concatenated) into
+        memories (1, D, h, w) in the bank's dtype; all rows are encoded as one unchanged batch."""
+        high_res = torch.cat([o.high_res_logits for o in outputs])
+        scores = torch.cat([o.object_score_logits for o in outputs])
+
+        def encode(rows: list[int]) -> list[torch.Tensor]:
+            hr, sc = high_res, scores
+            if len(rows) < high_res.shape[0]:
+                index = torch.tensor(rows, device=high_res.device)
+                hr, sc = high_res[index], scores[index]
+            mem_feats, mem_pos = self.model.encode_memory(features.expand(len(rows)), hr, sc)
+            self.bank.set_mem_pos_enc(mem_pos)
+            return [mem_feats[k : k + 1].to(self.config.memory_dtype).clone() for k in range(len(rows))]
+
+        return encode
 
     def _memory_context(self, plan: MemoryPlan, group: list[int]) -> MemoryContext:
         frames = []
@@ -370,36 +272,63 @@ class VideoSession(SessionBase):
 
     def _encode_prompts(self) -> None:
         """Encode the memories of new prompts (binarised masks, as SAM2 does for frames the user touched)."""
-        by_frame: dict[int, list[int]] = {}
-        for obj_id in self.obj_ids:
-            for frame_idx in self.bank.objects[obj_id].pending:
-                by_frame.setdefault(frame_idx, []).append(obj_id)
-        for frame_idx, group in sorted(by_frame.items()):
-            entries = [self.bank.objects[o].pending.pop(frame_idx) for o in group]
+        for frame_idx, group in sorted(self.bank.pending_prompts(self.obj_ids).items()):
+            entries = [self.bank.objects[o].pending[frame_idx] for o in group]
             low_res = torch.cat([e.low_res_logits for e in entries])
             high_res = F.interpolate(low_res, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
             scores = torch.cat([e.object_score_logits for e in entries])
             features = self.frames.features(frame_idx).expand(len(group))
             mem_feats, mem_pos = self.model.encode_memory(features, high_res, scores, binarize=True)
-            self._set_mem_pos(mem_pos)
-            for i, (obj_id, entry) in enumerate(zip(group, entries)):
-                entry.mem_feats = mem_feats[i : i + 1].to(self.config.memory_dtype).clone()
-                mem = self.bank.objects[obj_id]
-                mem.prompted[frame_idx] = entry
-                mem.tracked.pop(frame_idx, None)
+            self.bank.set_mem_pos_enc(mem_pos)
+            for i, obj_id in enumerate(group):
+                self.bank.promote(obj_id, frame_idx, mem_feats[i : i + 1].to(self.config.memory_dtype).clone())
 
-    def _rebuild(self, obj_id: int, frame_idx: int, reverse: bool) -> None:
-        """Re-track an object up to `frame_idx` when memories it needs there were evicted.
+    # ------------------------------------------------------------------ rebuilding evicted memories
+    def _restore_context(
+        self,
+        frame_idx: int,
+        reverse: bool,
+        obj_ids: list[int],
+        with_frame: bool = False,
+        _seen: set[tuple[int, bool]] | None = None,
+    ) -> None:
+        """Rebuild the evicted memories that `frame_idx`, tracked in direction `reverse`, can attend to
+        (by the policy's window property, all that a pass starting there can), and with `with_frame`
+        the frame's own output if it was dropped (the previous mask of a correction).
 
-        Starts at the closest earlier prompted frame of the pass that tracked `frame_idx` (or where
-        that pass began), so the recomputed memories equal the evicted ones.
+        A pass start and a correction both call this. An evicted frame is re-tracked from the
+        nearest prompt before it in the direction of the pass that produced it (which may be the
+        other direction than the coming pass), attending only to what that pass had
+        (`MemoryBank.rebuild_view`), so the recomputed memories equal the evicted ones; what
+        `frame_idx` needs is pinned meanwhile so the rebuild does not evict it again.
         """
-        mem = self.bank.objects[obj_id]
-        step = 1 if reverse else -1
-        start = frame_idx
-        while start not in mem.prompted and mem.directions.get(start + step) == reverse:
-            start += step
-        for _ in self._run_pass(start, frame_idx, reverse, [obj_id]):
+        seen = _seen if _seen is not None else set()
+        seen.add((frame_idx, reverse))
+        spans: dict[tuple[int, int, bool], list[int]] = {}
+        pins: dict[int, set[int]] = {}
+        for obj_id in obj_ids:
+            wanted = self.bank.missing(obj_id, frame_idx, reverse)
+            if with_frame and self.bank.latest(obj_id, frame_idx) is None:
+                wanted.add(frame_idx)
+            if not wanted:
+                continue
+            pins[obj_id] = {*self.bank.context(obj_id, frame_idx, reverse), *wanted}
+            if with_frame:
+                pins[obj_id].add(frame_idx)
+            for span in self.bank.rebuild_spans(obj_id, wanted):
+                spans.setdefault(span, []).append(obj_id)
+        if not spans:
+            return
+        with self.bank.pinned(pins):
+            for (start, stop, span_reverse), group in sorted(spans.items()):
+                if (start, span_reverse) not in seen:  # the span's start (where no prompt is) may miss context too
+                    self._restore_context(start, span_reverse, group, _seen=seen)
+                self._rebuild(group, start, stop, span_reverse)
+
+    def _rebuild(self, obj_ids: list[int], start: int, stop: int, reverse: bool) -> None:
+        """Re-track `obj_ids` over frames `start`..`stop` to recompute evicted memories."""
+        view = self.bank.rebuild_view(obj_ids, start, stop, reverse)
+        for _ in self._track_range(start, stop, reverse, obj_ids, view):
             pass
 
     # ------------------------------------------------------------------ saving
@@ -412,7 +341,7 @@ class VideoSession(SessionBase):
         return {
             "obj_ids": self.obj_ids,
             "bank": bank_state(self.bank),
-            "prompt_masks": {f"{o}:{t}": torch.from_numpy(m) for (o, t), m in self._prompt_masks.items()},
+            "prompt_masks": {prompt_state_key(o, t): torch.from_numpy(m) for (o, t), m in self._prompt_masks.items()},
             "new_prompt_frames": sorted(self._new_prompt_frames),
         }
 
@@ -424,41 +353,48 @@ class VideoSession(SessionBase):
         restore_bank(self.bank, state["bank"], self.device)
         self._prompt_masks = {}
         for key, mask in state["prompt_masks"].items():
-            obj_id, frame_idx = (int(x) for x in key.split(":"))
-            self._prompt_masks[(obj_id, frame_idx)] = mask.numpy().astype(bool)
+            self._prompt_masks[parse_prompt_state_key(key)] = mask.numpy().astype(bool)
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def _signed(self) -> bool:
-        return self.model.config.use_signed_tpos_enc_to_obj_ptrs
-
-    def _set_mem_pos(self, mem_pos: torch.Tensor) -> None:
-        if self.bank.mem_pos_enc is None or self.bank.mem_pos_enc.shape[-2:] != mem_pos.shape[-2:]:
-            self.bank.mem_pos_enc = mem_pos[:1].clone()
-
     def _result(self, frame_idx: int, obj_ids: list[int], entries: list[MemoryEntry]) -> FrameResult:
         low_res = torch.cat([e.low_res_logits for e in entries]).float()
         logits = F.interpolate(low_res, size=(self.height, self.width), mode="bilinear", align_corners=False)
         logits = logits[:, 0].cpu()
         masks = logits > 0
+        is_prompt = []
         for i, obj_id in enumerate(obj_ids):
+            prompt_entry = self._prompt_entry(obj_id, frame_idx)
+            is_prompt.append(prompt_entry is not None and entries[i] is prompt_entry)
             given = self._prompt_masks.get((obj_id, frame_idx))
-            if given is not None and entries[i] is self._prompt_entry(obj_id, frame_idx):
+            if given is not None and is_prompt[-1]:
                 mask_t = torch.from_numpy(given)
                 masks[i] = mask_t
                 logits[i] = mask_t.float() * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
         scores = torch.cat([e.object_score_logits for e in entries]).float().view(-1).cpu()
-        return FrameResult(frame_idx, list(obj_ids), logits, masks, scores, self.config.overlap)
+        return FrameResult(frame_idx, list(obj_ids), logits, masks, scores, is_prompt, self.config.overlap)
 
     def _prompt_entry(self, obj_id: int, frame_idx: int) -> MemoryEntry | None:
         mem = self.bank.objects[obj_id]
         return mem.pending.get(frame_idx) or mem.prompted.get(frame_idx)
 
 
-def _entry(out: TrackOutput, row: int) -> MemoryEntry:
-    return MemoryEntry(
-        low_res_logits=out.low_res_logits[row : row + 1].clone(),
-        obj_ptr=out.obj_ptr[row : row + 1].clone(),
-        object_score_logits=out.object_score_logits[row : row + 1].clone(),
-    )
+def _entries(out: TrackOutput) -> list[MemoryEntry]:
+    """One entry per object row of a `track_frame` output, with its quality signals."""
+    scores = out.object_score_logits[:, 0].float().tolist()
+    ious = _chosen_iou(out).float().tolist()
+    return [
+        MemoryEntry(
+            low_res_logits=out.low_res_logits[row : row + 1].clone(),
+            obj_ptr=out.obj_ptr[row : row + 1].clone(),
+            object_score_logits=out.object_score_logits[row : row + 1].clone(),
+            signals=FrameSignals(object_score=scores[row], iou=ious[row]),
+        )
+        for row in range(out.obj_ptr.shape[0])
+    ]
+
+
+def _chosen_iou(out: TrackOutput) -> torch.Tensor:
+    """(B,) the decoder's predicted IoU of the mask it chose: with several candidates `_decode` keeps
+    the one of highest predicted IoU; with one, `iou_scores` is already that of the mask returned."""
+    return out.iou_scores.max(dim=-1).values

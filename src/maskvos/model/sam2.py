@@ -59,10 +59,6 @@ class FrameFeatures:
     high_res_feats: list[torch.Tensor]
     image_size: tuple[int, int]
 
-    @property
-    def batch_size(self) -> int:
-        return self.feats.shape[0]
-
     def expand(self, batch_size: int) -> FrameFeatures:
         """The same features repeated (as views, no copy) for `batch_size` objects."""
 

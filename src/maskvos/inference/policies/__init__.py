@@ -1,0 +1,25 @@
+"""Memory policies: what a tracked frame leaves in memory and what each frame attends to.
+
+`get_policy(name)` turns a name of `POLICY_NAMES` into a policy; any `MemoryPolicy` object can be
+given to `InferenceConfig(memory_policy=...)` directly. How to write one: see `MemoryPolicy`.
+"""
+
+from __future__ import annotations
+
+from maskvos.errors import ConfigError
+from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
+from maskvos.inference.policies.sam2 import SAM2Policy
+
+_POLICIES: dict[str, type[MemoryPolicy]] = {SAM2Policy.name: SAM2Policy}
+#: The names `get_policy` knows.
+POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
+
+__all__ = ["POLICY_NAMES", "FrameSignals", "MemoryPlan", "MemoryPolicy", "MemoryWindow", "SAM2Policy", "get_policy"]
+
+
+def get_policy(name: str) -> MemoryPolicy:
+    """The policy called `name`, with its default settings."""
+    try:
+        return _POLICIES[name]()
+    except KeyError:
+        raise ConfigError(f"Memory policy '{name}' is unknown; use one of {', '.join(POLICY_NAMES)}.") from None

@@ -1,0 +1,163 @@
+"""The memory-policy seam: what a frame leaves in memory, what each frame attends to, what can go.
+
+A `MemoryPolicy` is a frozen (hashable, printable) object given in `InferenceConfig.memory_policy`.
+It sees each object's quality signals on each tracked frame (`FrameSignals`) and decides whether
+that frame becomes a memory (`admits`); it plans what a frame attends to (`select`); the memory bank
+derives what it may drop from the same rule (`reach`, `retained`, which a policy cannot override),
+so eviction never disagrees with selection.
+
+Terms: a *prompted* (conditioning) frame is one where the user gave a prompt for the object; a
+*tracked* frame is one the session predicted; a *memory* is a tracked frame the policy admitted
+(its encoded memory is stored and can be selected).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class FrameSignals:
+    """How good one object's output on one frame looks.
+
+    Attributes:
+        object_score: presence logit (> 0: the object is judged present).
+        iou: the decoder's predicted IoU of the chosen mask (SAM2 family); None where the engine
+            has none.
+        confidence: matching confidence in 0..1 (featmatch: the mean top-1 affinity of the
+            object's pixels); None where the engine has none.
+    """
+
+    object_score: float
+    iou: float | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class MemoryWindow:
+    """The sizes a session's memory rules work with: the model's, the session configuration's and
+    the video's.
+
+    Attributes:
+        num_maskmem: memory slots of the model (one prompted slot plus num_maskmem - 1 recent ones).
+        stride: temporal stride of the recent-frame slots (`InferenceConfig.memory_stride`).
+        max_pointers: most object pointers attended to.
+        max_prompted_frames: most prompted frames attended to; -1 takes all.
+        signed_pointers: the pointers' temporal distances are signed (SAM2.1) or absolute.
+        num_frames: the video length; None for a stream of unknown length.
+    """
+
+    num_maskmem: int
+    stride: int = 1
+    max_pointers: int = 16
+    max_prompted_frames: int = -1
+    signed_pointers: bool = True
+    num_frames: int | None = None
+
+    @property
+    def reach(self) -> int:
+        """The farthest (in frames) SAM2's recent-frame slots and pointers look back from a frame."""
+        return max(self.max_pointers - 1, 1 + self.stride * (self.num_maskmem - 2), 1)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The memories one object attends to on one frame, by frame index.
+
+    `spatial` lists (frame index, t_pos, is_prompted); `pointers` lists (frame index, distance,
+    is_prompted). Objects with equal plans can run memory attention as one batch.
+    """
+
+    spatial: tuple[tuple[int, int, bool], ...]
+    pointers: tuple[tuple[int, int, bool], ...]
+    max_distance: int
+
+    @property
+    def tracked_frames(self) -> frozenset[int]:
+        """The tracked (not prompted) frames whose memories the plan uses."""
+        return frozenset(t for t, _, is_prompted in (*self.spatial, *self.pointers) if not is_prompted)
+
+
+class MemoryPolicy(ABC):
+    """What is admitted to memory, what each frame attends to and, derived from that, what is kept.
+
+    Subclasses are frozen dataclasses (their `repr` is part of a run's signature) that implement
+    `select` and may override `admits`. `select` must have the *window property*: a frame further
+    along a pass selects, of the frames before the pass's start, only frames the start frame would
+    select (so restoring what the start frame selects restores what the whole pass needs, and what
+    a pass starting at a prompt can select is what that prompt frame selects in either direction).
+
+    `reach` and `retained` are derived from `select` and cannot be overridden.
+    """
+
+    #: The name `get_policy` knows the policy by ("" for policies only given as objects).
+    name: ClassVar[str] = ""
+    _DERIVED: ClassVar[tuple[str, ...]] = ("reach", "retained")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        overridden = [m for m in cls._DERIVED if m in cls.__dict__]
+        if overridden:
+            raise TypeError(f"{cls.__name__} overrides {', '.join(overridden)}; retention derives from select only")
+
+    def admits(self, signals: FrameSignals) -> bool:
+        """Whether a tracked frame with these signals becomes a memory (by default every frame)."""
+        return True
+
+    @abstractmethod
+    def select(
+        self,
+        window: MemoryWindow,
+        frame_idx: int,
+        reverse: bool,
+        prompted: Sequence[int],
+        memories: Collection[int],
+    ) -> MemoryPlan:
+        """What one object attends to on `frame_idx`, tracked backward if `reverse`.
+
+        Arguments:
+            prompted: the object's prompted frames, ascending.
+            memories: the tracked frames that hold a memory of the object; only these may appear
+                in the plan as tracked (not prompted) frames.
+        """
+
+    def reach(
+        self,
+        window: MemoryWindow,
+        frame_idx: int,
+        reverse: bool,
+        prompted: Sequence[int],
+        frames: Collection[int],
+    ) -> frozenset[int]:
+        """The tracked frames among `frames` that `frame_idx` would attend to were they all memories."""
+        return self.select(window, frame_idx, reverse, prompted, frames).tracked_frames
+
+    def retained(
+        self,
+        window: MemoryWindow,
+        next_frame: int,
+        reverse: bool,
+        prompted: Sequence[int],
+        memories: Collection[int],
+        others: Collection[int] = (),
+        anchors: Iterable[int] = (),
+    ) -> set[int]:
+        """The tracked frames to keep before `next_frame` is tracked in direction `reverse`.
+
+        A memory stays while `next_frame` or the start of a pass at an anchor (a prompted frame, in
+        either direction) would select it. An output that is no memory (`others`: the policy did
+        not admit it; kept as the previous mask of a correction) stays while it lies where a memory
+        would stay.
+        """
+        anchors = list(anchors)
+        keep: set[int] = set()
+        pools = [memories] if not others else [memories, {*memories, *others}]
+        for frames in pools:
+            keep |= self.reach(window, next_frame, reverse, prompted, frames)
+            for p in anchors:
+                keep |= self.reach(window, p, False, prompted, frames)
+                keep |= self.reach(window, p, True, prompted, frames)
+        return keep
