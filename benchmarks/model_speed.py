@@ -27,17 +27,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from parity_tools import (  # noqa: E402
+from maskvos.checkpoints import load_model
+from maskvos.model.config import get_config
+from maskvos.model.sam2 import MemoryContext, MemoryFrame, ObjectPointer
+
+from parity_tools import (
     MiniLoop,
     make_checkpoint,
     reference_predictor,
     synthetic_masks,
     synthetic_video,
 )
-
-from maskvos.checkpoints import load_model  # noqa: E402
-from maskvos.model.config import get_config  # noqa: E402
-from maskvos.model.sam2 import MemoryContext, MemoryFrame, ObjectPointer  # noqa: E402
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -78,7 +78,7 @@ def stage_timings(ours, ref, size: int, repeats: int) -> list[tuple[str, float, 
         entry = {"maskmem_features": mem, "maskmem_pos_enc": [mem_pos], "obj_ptr": ptr}
         output_dict = {
             "cond_frame_outputs": {frame_idx - 10: entry},
-            "non_cond_frame_outputs": {t: entry for t in range(frame_idx - 15, frame_idx)},
+            "non_cond_frame_outputs": dict.fromkeys(range(frame_idx - 15, frame_idx), entry),
         }
 
         def ref_mem_attn():

@@ -21,17 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-
-from parity_tools import make_checkpoint, reference_predictor  # noqa: E402
 
 from maskvos.checkpoints import load_model  # noqa: E402
 from maskvos.inference.config import InferenceConfig  # noqa: E402
 from maskvos.inference.session import VideoSession  # noqa: E402
 from maskvos.io.masks import label_map_to_masks, read_label_map  # noqa: E402
+
+from parity_tools import make_checkpoint, reference_predictor  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "vos" / "davis2017-lowres"
 

@@ -171,10 +171,10 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         return payload
 
-    def do_HEAD(self):  # noqa: N802 (http.server API)
+    def do_HEAD(self):
         self._head()
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         payload = self._head()
         if payload is not None:
             self.wfile.write(payload)

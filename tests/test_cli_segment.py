@@ -12,16 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from media_tools import write_video
+from maskvos.app import SaveSchedule, prompts_from_mask_file, segment_video
 from maskvos.checkpoints import save_checkpoint
 from maskvos.cli import main
-from maskvos.inference import runner
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.session import VideoSession
+from maskvos.io.frames import open_source
 from maskvos.io.masks import read_label_map, write_label_map
 from maskvos.io.writers import decode_rle
 from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
+
+from media_tools import write_video
 
 H, W, N = 48, 64, 14
 
@@ -102,32 +104,45 @@ def test_points_and_box_prompts_on_a_video_file(tmp_path, checkpoint, capsys):
     assert set(np.unique(read_label_map(out / "masks" / "00002.png"))) <= {0, 4}
 
 
+class _InterruptAfter:
+    """A progress display that stops the run (as Ctrl-C would) once `frames` frames were written."""
+
+    def __init__(self, frames: int) -> None:
+        self.frames, self.done = frames, 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.done == self.frames:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
 def test_resume_after_an_interruption_gives_the_uninterrupted_result(video, prompt, checkpoint, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     assert _segment(video, prompt, checkpoint, reference, "--format", "png,rle") == 0
-    monkeypatch.setattr(runner, "SAVE_EVERY_FRAMES", 4)
-    original_write = runner._Outputs.write
+    from maskvos.checkpoints import load_model
 
-    def interrupted_write(self, stem, result):
-        if result.frame_idx == 10:
-            raise KeyboardInterrupt
-        original_write(self, stem, result)
-
-    monkeypatch.setattr(runner._Outputs, "write", interrupted_write)
     out = tmp_path / "out"
-    assert _segment(video, prompt, checkpoint, out, "--format", "png,rle") == 130
+    model = load_model(checkpoint)
+    source = open_source(video)
+    prompts = prompts_from_mask_file(prompt, source, 0, None)
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(model, source, prompts, out, formats=["png", "rle"], config=InferenceConfig(resolution=64),
+                      model_name=str(checkpoint), save=SaveSchedule(every_frames=4), progress=lambda total: _InterruptAfter(10))
     assert not (out / "masks" / "img_10.png").exists()
-    monkeypatch.setattr(runner._Outputs, "write", original_write)
-    calls = []
-    real_propagate = VideoSession.propagate
+    assert not list(out.rglob("*.part*")), "temporary files were left behind"
+    starts = []
+    real_run_passes = VideoSession.run_passes
 
-    def spy(self, *args, **kwargs):
-        calls.append(kwargs.get("start"))
-        return real_propagate(self, *args, **kwargs)
+    def spy(self, passes):
+        starts.append(passes[0].start)
+        return real_run_passes(self, passes)
 
-    monkeypatch.setattr(VideoSession, "propagate", spy)
+    monkeypatch.setattr(VideoSession, "run_passes", spy)
     assert _segment(video, prompt, checkpoint, out, "--format", "png,rle", "--resume") == 0
-    assert calls == [8], "the run should resume after the last saved frame (7), not start over"
+    assert starts == [8], "the run should resume after the last saved frame (7), not start over"
     for i in range(N):
         a = read_label_map(reference / "masks" / f"img_{i}.png")
         b = read_label_map(out / "masks" / f"img_{i}.png")

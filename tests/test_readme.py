@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from media_tools import write_video
+from maskvos.io.masks import write_label_map
 from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
+
+from media_tools import write_video
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,7 +24,7 @@ def test_python_api_example_runs(tmp_path, capsys):
     assert blocks[0].splitlines()[:2] == ["bash scripts/install.sh      # install maskvos, its test dependencies and the reference sam2==1.1.0", "python3 -m pytest -q         # run the tests (the full parity suite: python3 -m pytest -m parity)"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert "bash scripts/install.sh\npython3 -m pytest -q\n" in ci
-    session_code, offline_code, step_code = re.findall(r"```python\n(.*?)```", text.split("## Python API")[1], re.S)[:3]
+    session_code, run_code, offline_code, step_code = re.findall(r"```python\n(.*?)```", text.split("## Python API")[1], re.S)[:4]
     checkpoint = tmp_path / "tiny.pt"
     torch.save({"model": SAM2Model(get_config("sam2.1-tiny")).state_dict()}, checkpoint)
     clip = tmp_path / "clip.mp4"
@@ -36,3 +39,10 @@ def test_python_api_example_runs(tmp_path, capsys):
     assert type(scope["session"]).__name__ == "FeatMatchSession" and scope["session"].num_frames == 3
     exec(compile(step_code.replace(*load), "README.md", "exec"), {})
     assert "torch.Size([2, 1, 256, 256])" in capsys.readouterr().out
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:30, 10:30] = 1
+    write_label_map(tmp_path / "first_frame_mask.png", mask)
+    run_code = run_code.replace('"clip.mp4"', repr(str(clip))).replace('"first_frame_mask.png"', repr(str(tmp_path / "first_frame_mask.png")))
+    exec(compile(run_code.replace('"results/"', repr(str(tmp_path / "results"))), "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("segmented 3 frames of 1 object(s)")
+    assert len(list((tmp_path / "results" / "rle").glob("*.json"))) == 3

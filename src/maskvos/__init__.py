@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from maskvos.errors import MaskvosError
 
 __version__ = "0.1.0"
-__all__ = ["InferenceConfig", "MaskvosError", "VideoSession", "load_model", "__version__"]
+__all__ = ["InferenceConfig", "MaskvosError", "VideoSession", "__version__", "load_model"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from maskvos.checkpoints import load_model

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from maskvos.errors import CheckpointDownloadError, CheckpointError
+from maskvos.io.files import atomic_path
 from maskvos.model.config import MODEL_CONFIGS, ModelConfig, get_config
 from maskvos.model.sam2 import SAM2Model
 
@@ -278,8 +279,7 @@ def save_checkpoint(model: SAM2Model, path: str | os.PathLike[str]) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"maskvos_model": model.config.name})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"maskvos_model": model.config.name})
     return path

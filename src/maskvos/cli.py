@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from maskvos.errors import MaskvosError
 
@@ -61,7 +61,7 @@ def _box(text: str) -> tuple[float, float, float, float]:
 
 
 def _formats(text: str) -> list[str]:
-    from maskvos.inference.runner import FORMATS
+    from maskvos.io.writers import FORMATS
 
     names = [f.strip() for f in text.split(",") if f.strip()]
     for name in names:
@@ -70,21 +70,26 @@ def _formats(text: str) -> list[str]:
     return names
 
 
+def _note(message: str) -> None:
+    print(f"maskvos: note: {message}", file=sys.stderr)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     """Segment every frame of a video from prompts and write the masks."""
-    import torch
-
+    from maskvos.app import (
+        PromptSpec,
+        load_run_model,
+        prompts_from_mask_file,
+        segment_video,
+        settings_for,
+        terminal_progress,
+    )
     from maskvos.errors import ConfigError
     from maskvos.inference.config import InferenceConfig
-    from maskvos.inference.runner import PromptSpec, prompts_from_mask_file, segment_video
     from maskvos.io.frames import open_source
-    from maskvos.progress import Progress
 
     if args.prompt is None and not args.points and args.box is None:
         raise ConfigError("No prompt was given; pass --prompt MASK.png, --points x,y,label or --box x0,y0,x1,y1.")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but this machine has no usable CUDA GPU; use --device cpu.")
     config = InferenceConfig(resolution=args.resolution, overlap=args.overlap)
     source = open_source(args.source)
     prompts: list[PromptSpec] = []
@@ -94,39 +99,24 @@ def cmd_segment(args: argparse.Namespace) -> int:
         points = [(x, y) for x, y, _ in args.points or []]
         labels = [label for _, _, label in args.points or []]
         prompts.append(PromptSpec(args.frame, args.obj_id or 1, points=points or None, labels=labels or None, box=args.box))
-    model, model_name = _segment_model(args, device, needs_clicks=bool(args.points or args.box is not None))
-    progress = None if args.quiet else (lambda total: Progress(total, label="segmenting"))
+    needs = frozenset().union(*(p.prompt_types for p in prompts))
+    loaded = load_run_model(args.checkpoint or args.model, args.device, needs=needs,
+                            allow_fallback=args.checkpoint is None, notify=_note)
     summary = segment_video(
-        model,
+        loaded.model,
         source,
         prompts,
         args.out,
         formats=args.format,
-        config=config,
+        config=settings_for(loaded, config, notify=_note),
         direction=args.direction,
         resume=args.resume,
-        model_name=model_name,
-        progress=progress,
+        model_name=loaded.name,
+        progress=None if args.quiet else terminal_progress("segmenting"),
         fps=args.fps,
     )
     print("\n".join(summary.lines()))
     return 0
-
-
-def _segment_model(args: argparse.Namespace, device: str, needs_clicks: bool):
-    """The model asked for; a SAM2 name that cannot be downloaded falls back to featmatch (mask prompts)."""
-    from maskvos.backends import load_backend
-    from maskvos.errors import CheckpointDownloadError
-
-    name = args.checkpoint or args.model
-    try:
-        return load_backend(name, device), name
-    except CheckpointDownloadError as exc:
-        if args.checkpoint or needs_clicks:
-            raise
-        print(f"maskvos: note: {exc}", file=sys.stderr)
-        print("maskvos: note: falling back to the offline 'featmatch' backend (no download needed).", file=sys.stderr)
-        return load_backend("featmatch", device), "featmatch"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -143,15 +133,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_eval_run(args: argparse.Namespace) -> int:
     """Segment every sequence of a dataset from its annotations, then evaluate."""
-    import torch
-
-    from maskvos.backends import load_backend
+    from maskvos.app import load_run_model
     from maskvos.eval.run import run_dataset
     from maskvos.inference.config import InferenceConfig
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    name = args.checkpoint or args.model
-    model = load_backend(name, device)
+    loaded = load_run_model(args.checkpoint or args.model, args.device, needs=frozenset({"mask"}), allow_fallback=False)
     config = InferenceConfig(resolution=args.resolution)
 
     def progress(seq: str, frames: int, seconds: float) -> None:
@@ -159,7 +145,8 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         done = "already complete" if frames == 0 else f"{frames} frames, {rate:.2f} frames/s"
         print(f"{seq}: {done}", file=sys.stderr, flush=True)
 
-    run = run_dataset(args.dataset, model, args.out, args.sequences, config, model_name=name, on_sequence=progress)
+    run = run_dataset(args.dataset, loaded.model, args.out, args.sequences, config, model_name=loaded.name,
+                      on_sequence=progress)
     print(run.report.table())
     print(f"\n{run.frames} frames segmented in {run.seconds:.1f} s: {run.fps:.2f} frames/s end to end")
     csv = Path(args.out) / "results.csv"

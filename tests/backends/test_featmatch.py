@@ -135,7 +135,7 @@ def test_load_backend_names_and_default_working_size():
 
 def _brute_window_topk(query, mems, radius, k):
     """Top-k affinities of every query cell over the memory cells within `radius` (Chebyshev), all frames."""
-    c, h, w = query.shape
+    _, h, w = query.shape
     out = []
     for y in range(h):
         for x in range(w):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from media_tools import occlusion_video
 from maskvos.cli import main
 from maskvos.eval import EvalReport
 from maskvos.io.masks import write_label_map
+
+from media_tools import occlusion_video
 
 
 def _dataset(root, sequences=("alpha", "beta"), n=6):

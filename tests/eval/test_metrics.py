@@ -190,7 +190,7 @@ def test_f_equals_the_literal_definition_on_random_blobs():
         h, w = int(rng.integers(20, 40)), int(rng.integers(20, 40))
         yy, xx = np.mgrid[:h, :w]
 
-        def blob() -> np.ndarray:
+        def blob(h: int = h, w: int = w, yy: np.ndarray = yy, xx: np.ndarray = xx) -> np.ndarray:
             cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(3, 12)
             noise = rng.random((h, w)) < 0.03
             return ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) ^ noise

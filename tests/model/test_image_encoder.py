@@ -30,10 +30,9 @@ YAML = {
 
 def reference_image_encoder(name: str) -> torch.nn.Module:
     """The reference `ImageEncoder` built by hydra from the official config, as build_sam does."""
+    import sam2  # noqa: F401  (initialises hydra's config module)
     from hydra import compose
     from hydra.utils import instantiate
-
-    import sam2  # noqa: F401  (initialises hydra's config module)
 
     cfg = compose(config_name=YAML[name])
     return instantiate(cfg.model.image_encoder, _recursive_=True).eval()

@@ -19,10 +19,10 @@ from maskvos.model.memory_encoder import MemoryEncoder
 
 pytest.importorskip("sam2", reason="the reference implementation sam2==1.1.0 is not installed")
 
-from sam2.modeling import memory_attention as ref_ma  # noqa: E402
-from sam2.modeling import memory_encoder as ref_me  # noqa: E402
-from sam2.modeling.position_encoding import PositionEmbeddingSine, compute_axial_cis  # noqa: E402
-from sam2.modeling.sam.transformer import RoPEAttention  # noqa: E402
+from sam2.modeling import memory_attention as ref_ma
+from sam2.modeling import memory_encoder as ref_me
+from sam2.modeling.position_encoding import PositionEmbeddingSine, compute_axial_cis
+from sam2.modeling.sam.transformer import RoPEAttention
 
 TOL = 1e-4
 D_MODEL, MEM_DIM = 256, 64

@@ -12,9 +12,10 @@ import dataclasses
 import pytest
 import torch
 
-from parity_tools import make_checkpoint, max_abs_diff, reference_predictor
 from maskvos.checkpoints import load_model
 from maskvos.model.config import get_config
+
+from parity_tools import make_checkpoint, max_abs_diff, reference_predictor
 
 CASES = [
     pytest.param(("sam2.1-tiny", 256), id="tiny-256"),
@@ -92,7 +93,7 @@ def _prompts(size: int):
 @pytest.mark.parametrize("multimask", [False, True])
 @pytest.mark.parametrize("prompt", ["points", "one point", "box", "mask", "points+mask"])
 def test_decoder_heads(pair, prompt, multimask):
-    name, size, ours, ref, image, ref_backbone, ours_feats = pair
+    name, size, ours, ref, _, ref_backbone, ours_feats = pair
     points, mask = _prompts(size)[prompt]
     pix, high_res = _ref_inputs(ref, ref_backbone, 2)
     pix = pix + torch.randn_like(pix) * 0.5  # stands in for memory conditioning
@@ -118,7 +119,7 @@ def test_decoder_heads(pair, prompt, multimask):
 
 @pytest.mark.parametrize("present", [True, False])
 def test_mask_as_output_and_memory_encoder(pair, present):
-    name, size, ours, ref, image, ref_backbone, ours_feats = pair
+    name, size, ours, ref, _, ref_backbone, ours_feats = pair
     pix, high_res = _ref_inputs(ref, ref_backbone, 2)
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     mask = ((xx - size / 3) ** 2 + (yy - size / 2) ** 2 < (size / 5) ** 2).float()[None, None].repeat(2, 1, 1, 1)
@@ -142,7 +143,7 @@ def test_mask_as_output_and_memory_encoder(pair, present):
 
 def test_single_mask_falls_back_to_best_multimask_when_unstable(pair):
     """The stability fall-back (the video predictor's dynamic multimask) on stable and unstable rows."""
-    name, size, ours, ref, *_ = pair
+    _, _, ours, ref, *_ = pair
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(4, 4, 32, 32, generator=g) * 4
     logits[0, 0] = 8.0  # row 0: a confident single mask -> stable, kept

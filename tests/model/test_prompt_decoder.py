@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from parity_tools import randomize_
 from maskvos.model.mask_decoder import MaskDecoder
 from maskvos.model.prompt_encoder import PromptEncoder
 
+from parity_tools import randomize_
+
 pytest.importorskip("sam2", reason="the reference implementation sam2==1.1.0 is not installed")
-from sam2.modeling.sam.mask_decoder import MaskDecoder as RefMaskDecoder  # noqa: E402
-from sam2.modeling.sam.prompt_encoder import PromptEncoder as RefPromptEncoder  # noqa: E402
-from sam2.modeling.sam.transformer import TwoWayTransformer as RefTwoWayTransformer  # noqa: E402
+from sam2.modeling.sam.mask_decoder import MaskDecoder as RefMaskDecoder
+from sam2.modeling.sam.prompt_encoder import PromptEncoder as RefPromptEncoder
+from sam2.modeling.sam.transformer import TwoWayTransformer as RefTwoWayTransformer
 
 TOL = 1e-4
 NUM_OBJECTS = 3
@@ -73,7 +74,7 @@ class Pair:
         return (self.size, self.size)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_pair(size: int) -> Pair:
     """One reference/ours pair per size, shared by the tests (which restore any mode they change)."""
     ref_prompt, ref_decoder = reference_prompt_encoder((size, size)), reference_mask_decoder()

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from maskvos.model.memory_attention import AxialRope
 from maskvos.errors import ConfigError
 from maskvos.model.config import get_config
+from maskvos.model.memory_attention import AxialRope
 from maskvos.model.sam2 import MemoryContext, MemoryFrame, ObjectPointer, SAM2Model
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskvos.checkpoints import load_model
+from maskvos.model.config import get_config
+
 from parity_tools import (
     MiniLoop,
     assert_masks_match,
@@ -21,8 +24,6 @@ from parity_tools import (
     synthetic_masks,
     synthetic_video,
 )
-from maskvos.checkpoints import load_model
-from maskvos.model.config import get_config
 
 NUM_FRAMES = 8
 CASES = [
@@ -106,7 +107,7 @@ def _propagate_both(rec: Recorder, loop: MiniLoop, ref, state, **kwargs) -> list
     for (t, obj_ids, ref_masks), (t2, ours) in zip(ref.propagate_in_video(state, **kwargs), ours_iter, strict=True):
         assert t == t2
         for i, obj_id in enumerate(obj_ids):
-            rec.masks(f"video-res masks", ours[obj_id][0], ref_masks[i : i + 1])
+            rec.masks("video-res masks", ours[obj_id][0], ref_masks[i : i + 1])
         _compare_outputs(rec, loop, state, t)
         frames.append(t)
     return frames

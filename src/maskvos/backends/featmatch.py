@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +26,14 @@ from PIL import Image
 from torch import nn
 
 from maskvos.backends.lite0 import MEAN, STD, load_lite0
+from maskvos.inference.api import FrameResult, Pass, SessionBase, SessionError, parse_prompt_state_key, prompt_state_key
+from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache
 from maskvos.inference.objects import ObjectRegistry
+from maskvos.inference.policies.base import FrameSignals
 from maskvos.inference.prompts import PromptError, check_mask
-from maskvos.inference.session import FrameResult, SessionBase, SessionError
 from maskvos.io.frames import FrameSource, open_source
+from maskvos.model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
 
 NAME = "featmatch"
 _EPS = 1e-4
@@ -125,7 +128,7 @@ class FeatMatchModel(nn.Module):
         if self.runtime == "onnxruntime":
             try:
                 session = self._ort_session(*image.shape[:2])
-            except Exception as exc:  # noqa: BLE001 - an exporter problem must not stop the run
+            except Exception as exc:
                 warnings.warn(f"ONNX export of Lite0 failed ({exc}); running it in PyTorch (slower).", stacklevel=2)
                 self.runtime = "torch"
             else:
@@ -225,31 +228,45 @@ class _Memory:
 class FeatMatchSession(SessionBase):
     """Prompts (masks) and propagation by feature matching; the interface of `VideoSession`."""
 
-    def __init__(self, model: FeatMatchModel, source: str | FrameSource | np.ndarray | Iterable[np.ndarray], config=None) -> None:
+    prompt_types = frozenset({"mask"})
+
+    def __init__(
+        self,
+        model: FeatMatchModel,
+        source: str | FrameSource | np.ndarray | Iterable[np.ndarray],
+        config: InferenceConfig | None = None,
+    ) -> None:
+        """`config` gives the overlap rule, the memory policy's admission, the feature cache and the
+        prefetch depth; the SAM2-only settings are refused by `maskvos.backends.open_session`."""
         self.model = model.eval()
-        self.config = model.config
-        self.frames = FrameCache(open_source(source), model.encode, cache_size=4)
+        self.config = config or InferenceConfig()
+        self.match = model.config
+        self.frames = FrameCache(
+            open_source(source), model.encode, cache_size=self.config.feature_cache, prefetch_depth=self.config.prefetch
+        )
         self.objects = ObjectRegistry()
         self._prompts: dict[int, dict[int, np.ndarray]] = {}  # frame -> {obj_id: mask}
         self._prompt_memory: dict[int, _Memory] = {}
-        self._recent: deque[_Memory] = deque(maxlen=max(self.config.recent_frames, 1))
+        self._recent: deque[_Memory] = deque(maxlen=max(self.match.recent_frames, 1))
         self._window: _WindowMemory | None = None  # the recent frames laid out for matching
         self._prompt_cache = None  # ((frames, labels), (keys, labels, mass)) of the prompted frames
         self._basis: torch.Tensor | None = None  # (key_dims, C) projection of the keys
         self._new_prompt_frames: set[int] = set()
-        self.overlap = "score"
+        self._last: tuple[int, int] | None = None  # (frame, step) processed last: does a pass continue it?
 
     # ------------------------------------------------------------------ prompts
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray | torch.Tensor) -> FrameResult:
         """Prompt `obj_id` on `frame_idx` with a mask of the frame's size; returns it unchanged."""
+        self._check_idle()
         self._check_frame(frame_idx)
         mask_bool = check_mask(mask, self.height, self.width, f"The mask of object {obj_id} on frame {frame_idx}")
         self.objects.add(obj_id)
         self._prompts.setdefault(frame_idx, {})[obj_id] = mask_bool
         self._prompt_memory.pop(frame_idx, None)
         self._new_prompt_frames.add(frame_idx)
-        logits = torch.from_numpy(mask_bool).float()[None] * 20 - 10
-        return FrameResult(frame_idx, [obj_id], logits, logits > 0, torch.tensor([10.0]), self.overlap)
+        logits = torch.from_numpy(mask_bool).float()[None] * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
+        score = torch.tensor([MASK_PROMPT_SCALE + MASK_PROMPT_BIAS])  # the logit inside the given mask
+        return FrameResult(frame_idx, [obj_id], logits, logits > 0, score, [True], self.config.overlap)
 
     def add_points(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None) -> FrameResult:
         raise PromptError("The featmatch backend takes mask prompts only; give a mask (--prompt MASK.png) or use a SAM2 model.")
@@ -258,6 +275,7 @@ class FeatMatchSession(SessionBase):
         return self.add_points(frame_idx, obj_id, points, labels, box)
 
     def remove_object(self, obj_id: int) -> None:
+        self._check_idle()
         slot = self.objects.remove(obj_id)
         for prompts in self._prompts.values():
             prompts.pop(obj_id, None)
@@ -266,26 +284,22 @@ class FeatMatchSession(SessionBase):
         self._window = self._prompt_cache = None
 
     # ------------------------------------------------------------------ propagation
-    def propagate(self, start: int | None = None, end: int | None = None, direction: str = "forward") -> Iterator[FrameResult]:
-        """Yield one `FrameResult` per frame; the arguments mean what they do for `VideoSession.propagate`."""
-        return self._run(self._plan_passes(start, end, direction))
-
     def _prompted_frames(self) -> set[int]:
         return set(self._prompts)
 
     @torch.inference_mode()
-    def _run(self, passes) -> Iterator[FrameResult]:
-        for first, stop, reverse, skip_first in passes:
-            step = -1 if reverse else 1
+    def _run(self, passes: Sequence[Pass]) -> Iterator[FrameResult]:
+        for p in passes:
+            first, stop, reverse, step = p.start, p.stop, p.reverse, p.step
             # Recent memories carry over only when this pass continues the last one, in the same
-            # direction (e.g. a resume).
-            recent = [m.frame_idx for m in self._recent]
-            if not (recent and recent[-1] == first - step and (len(recent) < 2 or recent[-1] - recent[-2] == step)):
+            # direction (e.g. a resume): the frame before `first` was the last one processed.
+            if self._last != (first - step, step):
                 self._recent.clear()
                 self._window = None
             for frame_idx, frame in self.frames.iterate(first, stop, reverse):
                 result = self._step(frame_idx, frame)
-                if not (skip_first and frame_idx == first):
+                self._last = (frame_idx, step)
+                if not (p.skip_start and frame_idx == first):
                     yield result
 
     def _step(self, frame_idx: int, frame: np.ndarray) -> FrameResult:
@@ -294,8 +308,9 @@ class FeatMatchSession(SessionBase):
         keys = self._project(keys.view(c, h * w))
         c = keys.shape[0]
         num_labels = 1 + len(self.objects)
+        best_affinity = None
         if self._recent or any(t != frame_idx for t in self._prompt_memory):
-            probs = self._read(keys, h, w, num_labels, frame_idx)
+            probs, best_affinity = self._read(keys, h, w, num_labels, frame_idx)
         else:
             probs = torch.zeros(num_labels, h * w)
             probs[0] = 1.0
@@ -305,7 +320,7 @@ class FeatMatchSession(SessionBase):
             full, probs = self._apply_prompts(full, prompts, h, w)
             self._prompt_memory[frame_idx] = _Memory(frame_idx, keys, probs)
             self._prompt_cache = None
-        if self.config.recent_frames > 0:
+        if self.match.recent_frames > 0 and (prompts or self._admits(probs, best_affinity)):
             if len(self._recent) == self._recent.maxlen and self._window is not None:
                 dropped = self._recent[0].frame_idx
                 if dropped % self._window.capacity != frame_idx % self._window.capacity:
@@ -315,9 +330,25 @@ class FeatMatchSession(SessionBase):
                 self._window.add(frame_idx, keys.view(c, h, w), probs.view(num_labels, h, w))
         return self._result(frame_idx, full)
 
+    def _admits(self, probs: torch.Tensor, best_affinity: torch.Tensor | None) -> bool:
+        """Whether the memory policy admits this tracked frame as a recent memory: every object's
+        signals (presence logit of its most likely cell, matching confidence) must pass."""
+        if best_affinity is None:
+            return True
+        confidence = best_affinity.clamp(0, 1)
+        for obj_probs in probs[1:]:
+            mass = obj_probs.sum()
+            signals = FrameSignals(
+                object_score=float(torch.logit(obj_probs.max(), eps=_EPS)),
+                confidence=float((confidence * obj_probs).sum() / mass) if mass > _EPS else None,
+            )
+            if not self.config.memory_policy.admits(signals):
+                return False
+        return True
+
     def _project(self, keys: torch.Tensor) -> torch.Tensor:
         """Keys (C, N) onto the session's principal directions (fixed by the first frame seen)."""
-        dims = self.config.key_dims
+        dims = self.match.key_dims
         if dims is None:
             return keys
         if self._basis is None:
@@ -325,10 +356,11 @@ class FeatMatchSession(SessionBase):
             self._basis = u[:, : min(dims, *keys.shape)].T.contiguous()
         return self._basis @ keys
 
-    def _read(self, keys: torch.Tensor, h: int, w: int, num_labels: int, frame_idx: int) -> torch.Tensor:
-        """Soft labels (L, N) of the query keys (C, N): the top-k candidates of the recent frames
-        (windowed) and of the prompted frames (global) are merged before the softmax."""
-        cfg = self.config
+    def _read(self, keys: torch.Tensor, h: int, w: int, num_labels: int, frame_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft labels (L, N) of the query keys (C, N), and each cell's best affinity (N,): the top-k
+        candidates of the recent frames (windowed) and of the prompted frames (global) are merged
+        before the softmax."""
+        cfg = self.match
         k = cfg.top_k
         cand_aff, cand_val = [], []
         if self._recent:
@@ -360,7 +392,7 @@ class FeatMatchSession(SessionBase):
             vals = vals.gather(1, idx.unsqueeze(-1).expand(-1, -1, num_labels))
         weights = torch.softmax(aff / cfg.temperature, dim=1)  # (N, k)
         # Contiguous (L, N): upsampling the transposed layout einsum gives is 9x slower (45 labels, 1080p).
-        return torch.einsum("nkl,nk->ln", vals, weights).contiguous()
+        return torch.einsum("nkl,nk->ln", vals, weights).contiguous(), aff.max(dim=1).values
 
     def _prompt_bank(self, frame_idx: int, num_labels: int, h: int, w: int):
         """Keys (C, M) and labels (M, L) of the prompted frames other than `frame_idx`, with their
@@ -376,7 +408,7 @@ class FeatMatchSession(SessionBase):
             for t in frames:
                 mem = self._prompt_memory[t]
                 probs = _pad_labels(mem.probs, num_labels)
-                keep = _thin_background(probs, h, w, self.config.prompt_background_stride)
+                keep = _thin_background(probs, h, w, self.match.prompt_background_stride)
                 keys.append(mem.keys[:, keep])
                 vals.append(probs[:, keep].T)
                 mass = torch.maximum(mass, probs[1:].sum(1))
@@ -390,7 +422,7 @@ class FeatMatchSession(SessionBase):
         """Query cells matched against the prompted frames: those within `prompt_margin` cells of
         the objects on the previous frame; None (every cell) when there is no previous frame, no
         margin, or an object has shrunk below a tenth of its prompted size (it may be anywhere)."""
-        margin = self.config.prompt_margin
+        margin = self.match.prompt_margin
         if margin is None or not self._recent or self._recent[-1].frame_idx == frame_idx:
             return None
         prev = _pad_labels(self._recent[-1].probs, num_labels)[1:]  # (objects, N)
@@ -406,7 +438,7 @@ class FeatMatchSession(SessionBase):
         """Full-resolution probabilities with the prompted objects' masks imposed, and their grid version."""
         slots = {o: self.objects.slot(o) + 1 for o in prompts}
         union = torch.zeros(full.shape[1:], dtype=torch.bool)
-        for obj_id, mask in prompts.items():
+        for mask in prompts.values():
             union |= torch.from_numpy(mask)
         full = full * (~union).float()
         for obj_id, mask in prompts.items():
@@ -421,10 +453,12 @@ class FeatMatchSession(SessionBase):
         logits = torch.logit(full[1:], eps=_EPS)
         masks = torch.stack([labels == i + 1 for i in range(len(self.objects))])
         # A prompted object's mask comes back exactly as given.
-        for obj_id, mask in self._prompts.get(frame_idx, {}).items():
+        prompts = self._prompts.get(frame_idx, {})
+        for obj_id, mask in prompts.items():
             masks[self.objects.slot(obj_id)] = torch.from_numpy(mask)
         scores = logits.flatten(1).max(1).values
-        return FrameResult(frame_idx, self.obj_ids, logits, masks, scores, self.overlap)
+        is_prompt = [obj_id in prompts for obj_id in self.obj_ids]
+        return FrameResult(frame_idx, self.obj_ids, logits, masks, scores, is_prompt, self.config.overlap)
 
     # ------------------------------------------------------------------ saving
     def state_dict(self) -> dict:
@@ -433,11 +467,12 @@ class FeatMatchSession(SessionBase):
 
         return {
             "obj_ids": self.obj_ids,
-            "prompts": {f"{t}:{o}": torch.from_numpy(m) for t, ps in self._prompts.items() for o, m in ps.items()},
+            "prompts": {prompt_state_key(o, t): torch.from_numpy(m) for t, ps in self._prompts.items() for o, m in ps.items()},
             "prompt_memory": [mem(m) for m in self._prompt_memory.values()],
             "recent": [mem(m) for m in self._recent],
             "new_prompt_frames": sorted(self._new_prompt_frames),
             "basis": self._basis,
+            "last": None if self._last is None else list(self._last),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -446,7 +481,7 @@ class FeatMatchSession(SessionBase):
             self.objects.add(int(obj_id))
         self._prompts = {}
         for key, mask in state["prompts"].items():
-            t, o = (int(x) for x in key.split(":"))
+            o, t = parse_prompt_state_key(key)
             self._prompts.setdefault(t, {})[o] = mask.numpy().astype(bool)
         self._prompt_memory = {int(m["frame_idx"]): _Memory(int(m["frame_idx"]), m["keys"], m["probs"]) for m in state["prompt_memory"]}
         self._recent.clear()
@@ -455,15 +490,17 @@ class FeatMatchSession(SessionBase):
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
         self._window = self._prompt_cache = None
         self._basis = state.get("basis")
+        last = state.get("last")
+        self._last = None if last is None else (int(last[0]), int(last[1]))
         dims = {m.keys.shape[0] for m in [*self._prompt_memory.values(), *self._recent]}
         basis = self._basis
-        fits = (basis is None) == (self.config.key_dims is None) and (
-            basis is None or (dims <= {basis.shape[0]} and basis.shape[0] <= self.config.key_dims)
+        fits = (basis is None) == (self.match.key_dims is None) and (
+            basis is None or (dims <= {basis.shape[0]} and basis.shape[0] <= self.match.key_dims)
         )
         if dims and not fits:
             raise SessionError(
                 f"The saved featmatch state has {max(dims)}-dimensional keys, which this configuration "
-                f"(key_dims={self.config.key_dims}) cannot continue; run again without resuming."
+                f"(key_dims={self.match.key_dims}) cannot continue; run again without resuming."
             )
 
 

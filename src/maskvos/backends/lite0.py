@@ -118,7 +118,7 @@ def load_lite0(path: str | Path | None = None) -> Lite0Features:
     path = Path(path) if path is not None else weights_path()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+    except Exception as exc:
         raise CheckpointError(f"EfficientNet-Lite0 weights '{path}' cannot be read ({exc}); reinstall the package.") from None
     model = Lite0Features()
     wanted = model.state_dict().keys()

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from maskvos.eval.metrics import DEFAULT_BOUND_TH, EvalError, boundary_measure, region_similarity, statistics
+from maskvos.io.files import atomic_path
+from maskvos.io.frames import natural_key
 from maskvos.io.masks import VOID_LABEL, read_label_map
 
 CSV_FIELDS = (
@@ -130,24 +129,18 @@ class EvalReport:
         """Write one row per (sequence, object) and a final `overall` row, atomically (temp file, rename)."""
         path = Path(path)
         s = self.summary
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(CSV_FIELDS)
-                for r in self.rows:
-                    writer.writerow([
-                        r.sequence, r.obj_id, r.frames, r.missing_frames,
-                        r.j_mean, r.j_recall, r.j_decay, r.f_mean, r.f_recall, r.f_decay, r.jf_mean,
-                    ])  # fmt: skip
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_FIELDS)
+            for r in self.rows:
                 writer.writerow([
-                    OVERALL, "", sum(r.frames for r in self.rows), sum(self.missing_frames.values()),
-                    s.j_mean, s.j_recall, s.j_decay, s.f_mean, s.f_recall, s.f_decay, s.jf_mean,
+                    r.sequence, r.obj_id, r.frames, r.missing_frames,
+                    r.j_mean, r.j_recall, r.j_decay, r.f_mean, r.f_recall, r.f_decay, r.jf_mean,
                 ])  # fmt: skip
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            writer.writerow([
+                OVERALL, "", sum(r.frames for r in self.rows), sum(self.missing_frames.values()),
+                s.j_mean, s.j_recall, s.j_decay, s.f_mean, s.f_recall, s.f_decay, s.jf_mean,
+            ])  # fmt: skip
 
     @classmethod
     def read_csv(cls, path: str | Path) -> EvalReport:
@@ -165,11 +158,6 @@ class EvalReport:
                 rows.append(row)
                 missing[row.sequence] = row.missing_frames
         return cls(rows=rows, missing_frames=missing)
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders digit runs by value: `frame_2` < `frame_10` (ties such as `01`/`1` by name)."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)), name
 
 
 def resolve_annotations_dir(gt_dir: str | Path) -> Path:
@@ -219,7 +207,9 @@ def load_sequence(gt_seq_dir: Path, pred_seq_dir: Path, skip_first_last: bool = 
     stems = sorted(gt_files, key=natural_key)
     gt_all = [read_label_map(gt_files[s]) for s in stems]
     ids = np.unique(np.concatenate([np.unique(g) for g in gt_all]))
-    obj_ids = [int(i) for i in ids if i not in (0, VOID_LABEL)]
+    # 255 is DAVIS' void label in 8-bit maps; in 16-bit id maps it is an ordinary object id.
+    void_ids = (VOID_LABEL,) if all(g.dtype == np.uint8 for g in gt_all) else ()
+    obj_ids = [int(i) for i in ids if i != 0 and i not in void_ids]
     if skip_first_last:
         stems, gt_all = stems[1:-1], gt_all[1:-1]
     if not stems:
@@ -257,7 +247,8 @@ def score_sequence(
     are taken for F (the DAVIS metric definitions). The DAVIS 2017 script turns 255 into background
     before it builds its void masks, so its void masks are empty; pass False to reproduce that.
     """
-    void = (seq.gt == VOID_LABEL) if ignore_void and np.any(seq.gt == VOID_LABEL) else None
+    has_void = ignore_void and seq.gt.dtype == np.uint8 and np.any(seq.gt == VOID_LABEL)
+    void = (seq.gt == VOID_LABEL) if has_void else None
     rows = []
     for obj_id in seq.obj_ids:
         gt_mask, pred_mask = seq.gt == obj_id, seq.pred == obj_id

@@ -12,13 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from maskvos.eval.davis import EvalReport, evaluate_folders, natural_key, resolve_annotations_dir
+from maskvos.app import first_appearance_prompts, segment_video
+from maskvos.backends import SessionModel
+from maskvos.eval.davis import EvalReport, evaluate_folders, resolve_annotations_dir
 from maskvos.eval.metrics import EvalError
-from maskvos.inference.runner import PromptSpec, segment_video
+from maskvos.inference.config import InferenceConfig
 from maskvos.io.frames import ImageFolderSource
-from maskvos.io.masks import label_map_to_masks, read_label_map
 
 
 @dataclass
@@ -34,28 +34,12 @@ class DatasetRun:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def first_appearance_prompts(annotations: Path, source: ImageFolderSource) -> list[PromptSpec]:
-    """Each object's mask on the first annotated frame where it appears."""
-    stems = {source.stem(i): i for i in range(source.num_frames)}
-    seen: set[int] = set()
-    prompts = []
-    for path in sorted(annotations.glob("*.png"), key=lambda p: natural_key(p.name)):
-        frame_idx = stems.get(path.stem)
-        if frame_idx is None:
-            raise EvalError(f"Annotation '{path}' matches no frame of the sequence; name it like its frame.")
-        for obj_id, mask in label_map_to_masks(read_label_map(path)).items():
-            if obj_id not in seen:
-                seen.add(obj_id)
-                prompts.append(PromptSpec(frame_idx, obj_id, mask=mask))
-    return prompts
-
-
 def run_dataset(
     dataset: str | Path,
-    model: Any,
+    model: SessionModel,
     out_dir: str | Path,
     sequences: Sequence[str] | None = None,
-    config: Any = None,
+    config: InferenceConfig | None = None,
     model_name: str = "",
     on_sequence: Callable[[str, int, float], None] | None = None,
 ) -> DatasetRun:
@@ -84,12 +68,11 @@ def run_dataset(
             source,
             prompts,
             out_dir / name,
-            formats=("png",),
             config=config,
-            direction="forward",
             resume=True,
             model_name=model_name,
             masks_subdir="",
+            resume_hint=f"delete it (or pass another --out) to segment '{name}' afresh",
         )
         elapsed = time.perf_counter() - start
         frames_done += summary.frames_written
