@@ -79,7 +79,7 @@ def test_plan_passes_and_resuming_a_pass():
     assert both[0].resumed_at(5) == Pass(5, 9, False) and both[0].resumed_at(10) is None
     assert both[1].resumed_at(3) == both[1] and both[1].resumed_at(2) == Pass(2, 0, True)
     assert both[1].resumed_at(-1) is None
-    with pytest.raises(SessionError, match="must not come before"):
+    with pytest.raises(SessionError, match="comes before start frame"):
         plan_passes("forward", 5, 2, 10)
 
 
@@ -372,3 +372,63 @@ def test_unknown_output_format_is_refused_before_anything_is_written(model, clip
     with pytest.raises(OutputError, match="Output format 'gif' is unknown"):
         segment_video(model, clip, specs, tmp_path / "out", formats=["gif"])
     assert not (tmp_path / "out").exists()
+
+
+def test_progress_on_a_terminal_and_in_a_log():
+    import io
+
+    from maskvos.app import terminal_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    bar = terminal_progress("segmenting", tty)(10)
+    for _ in range(10):
+        bar.update()
+    bar.close()
+    assert "10/10" in tty.getvalue() and "frames/s" in tty.getvalue()
+    log = io.StringIO()
+    bar = terminal_progress("segmenting", log)(10)
+    for _ in range(10):
+        bar.update()
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and lines and lines[-1].startswith("segmenting") and "10/10" in lines[-1]
+    assert len(lines) <= 3, "off a terminal only a line now and then, and at the end"
+
+
+@pytest.mark.parametrize(("direction", "prompt_frame"), [("forward", 0), ("both", 6)])
+def test_resume_with_frames_held_by_the_chain_at_any_point(model, clip, tmp_path, direction, prompt_frame):
+    """Interrupted after every possible number of written frames (pass boundaries and the final flush
+    included, where the chain still held frames when the state was saved), the resumed run writes
+    exactly the uninterrupted run's files."""
+    source = open_source(clip)
+    prompts = prompts_from_mask_file(_prompt_file(tmp_path), source, prompt_frame, None)
+    config = InferenceConfig(resolution=64)
+    args = dict(config=config, direction=direction, model_name="m")
+    segment_video(model, clip, prompts, tmp_path / "whole", postprocessors=[_Window()], **args)
+    expected = {i: read_label_map(tmp_path / "whole" / "masks" / f"{i:05d}.png") for i in range(N)}
+
+    class Stop:
+        def __init__(self, after):
+            self.after, self.done = after, 0
+
+        def update(self, n=1):
+            self.done += n
+            if self.done == self.after:
+                raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    for after in range(1, N):
+        out = tmp_path / f"stopped-{after}"
+        with pytest.raises(KeyboardInterrupt):
+            segment_video(model, clip, prompts, out, postprocessors=[_Window()], save=SaveSchedule(every_frames=2),
+                          progress=lambda total, after=after: Stop(after), **args)
+        segment_video(model, clip, prompts, out, postprocessors=[_Window()], resume=True, **args)
+        for i in range(N):
+            got = read_label_map(out / "masks" / f"{i:05d}.png")
+            assert np.array_equal(got, expected[i]), f"stopped after {after} frames: frame {i} differs"

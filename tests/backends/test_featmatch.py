@@ -147,7 +147,7 @@ def _brute_window_topk(query, mems, radius, k):
 
 @pytest.mark.parametrize("h,w,radius", [(11, 19, 3), (8, 8, 2), (5, 23, 4)])
 def test_window_memory_equals_brute_force_window_matching(h, w, radius):
-    from maskvos.backends.featmatch import _WindowMemory
+    from maskvos.backends.featmatch_window import WindowMemory as _WindowMemory
 
     gen = torch.Generator().manual_seed(h * w)
     c, labels, k = 6, 3, 5
@@ -290,3 +290,44 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path):
     assert native_bf16(str(with_bf16)) is supported
     assert native_bf16(str(without)) is False
     assert native_bf16(str(tmp_path / "absent")) is False
+
+
+def test_a_policy_that_leaves_frames_out_keeps_window_and_recent_frames_in_step(model):
+    """A memory policy that does not admit some tracked frames: the recent frames and their window
+    layout must stay the same set (a gap once let a new frame overwrite a window slot the deque
+    still listed), and every frame is still yielded."""
+    from dataclasses import dataclass
+
+    from maskvos.backends.featmatch_window import WindowMemory
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.policies import SAM2Policy
+
+    @dataclass(frozen=True)
+    class LeavesOut(SAM2Policy):
+        calls: list = None  # type: ignore[assignment]
+
+        def admits(self, signals):
+            self.calls.append(signals)
+            return len(self.calls) not in (3, 7)  # frames 3 and 7 stay out of memory
+
+    policy = LeavesOut(calls=[])
+    frames, truths = occlusion_video()
+    session = open_session(model, frames, InferenceConfig(memory_policy=policy))
+    session.add_mask(0, 1, truths[0][1])
+    seen = []
+    for result in session.propagate():
+        seen.append(result.frame_idx)
+        recent = [m.frame_idx for m in session._recent]
+        assert len(recent) == len({t % session._recent.maxlen for t in recent})
+        window = session._window
+        if window is None:
+            continue
+        c, h, w = session._recent[0].keys.shape[0], window.h, window.w
+        fresh = WindowMemory(c, window.labels, h, w, window.r, window.capacity, window.keys.dtype)
+        for mem in session._recent:
+            fresh.add(mem.frame_idx, mem.keys.view(-1, h, w), mem.probs.view(window.labels, h, w))
+        assert torch.equal(fresh.keys, window.keys) and torch.equal(fresh.bias, window.bias), result.frame_idx
+    assert seen == list(range(N))
+    assert policy.calls and all(s.confidence is None or 0 <= s.confidence <= 1 for s in policy.calls)
+    assert [m.frame_idx for m in session._recent] == [8, 9, 10, 11]
+    assert len(policy.calls) == N - 1, "every tracked frame's signals reach the policy"

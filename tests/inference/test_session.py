@@ -177,7 +177,7 @@ def test_bad_propagation_arguments(model):
     session.add_mask(2, 1, square(2))
     with pytest.raises(SessionError, match="Direction 'sideways'"):
         session.propagate(direction="sideways")
-    with pytest.raises(SessionError, match="must not come before"):
+    with pytest.raises(SessionError, match="comes before start frame"):
         session.propagate(start=3, end=1)
     with pytest.raises(FrameSourceError, match="outside the video"):
         session.propagate(end=6)

@@ -106,6 +106,7 @@ def settings_for(loaded: LoadedModel, config: InferenceConfig, notify: Callable[
     default = InferenceConfig()
     dropped = {name: getattr(default, name) for name in loaded.backend.unsupported(config)}
     if dropped and notify:
-        names = ", ".join(f"{CLI_OPTIONS.get(k, k)}" for k in dropped)
-        notify(f"{names} applies to SAM2 models only; {loaded.backend.name} runs without it.")
+        names = ", ".join(CLI_OPTIONS.get(k, k) for k in dropped)
+        verb, pronoun = ("applies", "it") if len(dropped) == 1 else ("apply", "them")
+        notify(f"{names} {verb} to SAM2 models only; {loaded.backend.name} runs without {pronoun}.")
     return dataclasses.replace(config, **dropped)

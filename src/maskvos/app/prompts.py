@@ -77,7 +77,9 @@ def prompts_from_label_map(labels: np.ndarray, path: Path, frame_idx: int, obj_i
         raise MaskFileError(f"Mask file '{path}' is empty (no object pixel); draw the object or use --points/--box.")
     if obj_id is not None:
         if len(masks) > 1 and obj_id not in masks:
-            raise MaskFileError(f"Mask file '{path}' has no object {obj_id} (ids: {', '.join(map(str, masks))}).")
+            raise MaskFileError(
+                f"Mask file '{path}' has no object {obj_id} (ids: {', '.join(map(str, masks))}); pass one of them as --obj-id."
+            )
         if len(masks) == 1:
             return [PromptSpec(frame_idx, obj_id, mask=next(iter(masks.values())))]
         return [PromptSpec(frame_idx, obj_id, mask=masks[obj_id])]
@@ -89,9 +91,7 @@ def prompts_from_folder(folder: Path, source: FrameSource) -> list[PromptSpec]:
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=lambda p: natural_key(p.name))
     if not files:
         raise MaskFileError(f"Prompt folder '{folder}' holds no PNG masks; pass a folder of palette PNGs.")
-    by_stem: dict[str, int] = {}
-    if source.num_frames is not None:
-        by_stem = {source.stem(i): i for i in range(source.num_frames)}
+    by_stem = _frames_by_stem(source)
     specs = []
     for file in files:
         frame_idx = by_stem.get(file.stem)
@@ -109,7 +109,7 @@ def first_appearance_prompts(annotations: Path, source: FrameSource) -> list[Pro
     protocol of DAVIS and YouTube-VOS)."""
     if source.num_frames is None:
         raise MaskFileError("Annotations need a video of known length; pass a frame folder or a video file.")
-    stems = {source.stem(i): i for i in range(source.num_frames)}
+    stems = _frames_by_stem(source)
     seen: set[int] = set()
     prompts = []
     for path in sorted(annotations.glob("*.png"), key=lambda p: natural_key(p.name)):
@@ -121,3 +121,8 @@ def first_appearance_prompts(annotations: Path, source: FrameSource) -> list[Pro
                 seen.add(obj_id)
                 prompts.append(PromptSpec(frame_idx, obj_id, mask=mask))
     return prompts
+
+
+def _frames_by_stem(source: FrameSource) -> dict[str, int]:
+    """Frame index by output stem (empty for a stream of unknown length)."""
+    return {} if source.num_frames is None else {source.stem(i): i for i in range(source.num_frames)}

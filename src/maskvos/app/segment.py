@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from maskvos.app.progress import FrameProgress, ProgressFactory
 from maskvos.app.prompts import PromptSpec
 from maskvos.app.state import RunError, RunPosition, RunStateFile, SaveSchedule
@@ -86,8 +88,10 @@ def segment_video(
     for spec in prompts:
         spec.apply(session)
     chain = PostChain([*postprocessors, OverlapResolver(config.overlap)])
-    out = prepare_output_dir(out_dir)
     plan = session.plan_passes(direction=direction)
+    if "overlay" in formats and frames.num_frames is None and resume:
+        raise RunError("An overlay preview of a stream cannot be resumed (the stream cannot be read again); drop 'overlay' or --resume.")
+    out = prepare_output_dir(out_dir)
     signature = _signature(source, frames, model, model_name, config, direction, prompts, formats, chain)
     state = RunStateFile(out, save or SaveSchedule(), resume_hint)
     position, resumed_at = RunPosition(0, plan[0].start), None
@@ -142,10 +146,14 @@ class _Run:
         self.needs_image = any(w.needs_image for w in writers)
         self.written = 0
         self.present: dict[int, int] = {}
+        #: images of the frames the chain holds, for the writers that need them (at most its delay).
+        self.images: dict[int, np.ndarray] = {}
 
-    def execute(self, remaining: list[tuple[int, Pass]], bar: FrameProgress | None) -> None:
+    def execute(self, remaining: list[tuple[int, Pass | None]], bar: FrameProgress | None) -> None:
         for pass_idx, p in remaining:
-            for result in self.session.run_passes([p]):
+            for result in self.session.run_passes([p]) if p is not None else ():
+                if self.needs_image:  # the frame is cached now; the chain may hold the result a while
+                    self.images[result.frame_idx] = self.session.frame(result.frame_idx)
                 self._write_all(self.chain.process(result), bar)
                 nxt = result.frame_idx + p.step
                 if self.state.due(self.written):
@@ -154,7 +162,11 @@ class _Run:
 
     def _write_all(self, results: list[FrameResult], bar: FrameProgress | None) -> None:
         for result in results:
-            image = self.session.frame(result.frame_idx) if self.needs_image else None
+            image = None
+            if self.needs_image:
+                image = self.images.pop(result.frame_idx, None)
+                if image is None:  # held by the chain across a resume
+                    image = self.session.frame(result.frame_idx)
             frame = OutputFrame(result.frame_idx, self.frames.stem(result.frame_idx), image)
             for writer in self.writers:
                 writer.write(frame, result)
@@ -207,17 +219,17 @@ def _source_identity(source: SourceLike, frames: FrameSource) -> str:
     return f"{type(frames).__name__}({frames.num_frames} frames, {frames.width}x{frames.height})"
 
 
-def _remaining(plan: list[Pass], position: RunPosition) -> list[tuple[int, Pass]]:
-    """The passes still to run, numbered as in the plan, the current one from its next frame."""
-    out: list[tuple[int, Pass]] = []
+def _remaining(plan: list[Pass], position: RunPosition) -> list[tuple[int, Pass | None]]:
+    """The passes still to run, numbered as in the plan, the current one from its next frame. A
+    current pass with no frame left is kept as None: the frames the chain still held when the state
+    was saved are flushed at its end, as in an uninterrupted run."""
+    out: list[tuple[int, Pass | None]] = []
     for idx in range(position.pass_idx, len(plan)):
-        p = plan[idx] if idx > position.pass_idx else plan[idx].resumed_at(position.next_frame)
-        if p is not None:
-            out.append((idx, p))
+        out.append((idx, plan[idx] if idx > position.pass_idx else plan[idx].resumed_at(position.next_frame)))
     return out
 
 
-def _frames_to_go(remaining: list[tuple[int, Pass]], num_frames: int | None) -> int | None:
-    lengths = [p.length(num_frames) for _, p in remaining]
+def _frames_to_go(remaining: list[tuple[int, Pass | None]], num_frames: int | None) -> int | None:
+    lengths = [0 if p is None else p.length(num_frames) for _, p in remaining]
     return None if any(n is None for n in lengths) else sum(lengths)
 

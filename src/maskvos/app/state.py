@@ -96,18 +96,20 @@ class RunStateFile:
                 f"Saved state '{self.path}' has format version {found}, not {STATE_VERSION} (another maskvos "
                 f"version wrote it); {self.resume_hint}."
             )
-        if state["signature"] != signature:
-            raise RunError(
-                f"Output folder '{self.path.parent.parent}' holds a run with other settings; use a new --out or "
-                "run without --resume."
-            )
         try:
+            saved_signature = state["signature"]
+            if saved_signature != signature:
+                differs = next(k for k in signature if saved_signature.get(k) != signature[k])
+                raise RunError(
+                    f"Output folder '{self.path.parent.parent}' holds a run with other settings ({differs} differs); "
+                    f"use another --out, or {self.resume_hint}."
+                )
             session.load_state_dict(state["session"])
             chain.load_state_dict(state["postprocess"])
             return RunPosition(int(state["pass_idx"]), int(state["next_frame"]))
         except MaskvosError:
             raise
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, StopIteration) as exc:
             raise RunError(
                 f"Saved state '{self.path}' does not fit this run ({type(exc).__name__}); {self.resume_hint}."
             ) from None

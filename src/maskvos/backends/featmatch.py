@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from maskvos.backends.featmatch_window import EXCLUDED as _EXCLUDED
+from maskvos.backends.featmatch_window import WindowMemory as _WindowMemory
 from maskvos.backends.lite0 import MEAN, STD, load_lite0
 from maskvos.inference.api import FrameResult, Pass, SessionBase, SessionError, parse_prompt_state_key, prompt_state_key
 from maskvos.inference.config import InferenceConfig
@@ -37,12 +39,8 @@ from maskvos.model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
 
 NAME = "featmatch"
 _EPS = 1e-4
-#: Query tiles of the windowed matching are _TILE x _TILE stride-8 cells.
-_TILE = 8
 #: Prompt-frame background within this many cells of an object is kept at full density.
 _BACKGROUND_MARGIN = 6
-#: Affinity of pairs that must not be chosen (outside the window, padding, empty slots).
-_EXCLUDED = -1e4
 #: An object whose previous-frame mass is below this fraction of its prompted mass counts as lost.
 _LOST_FRACTION = 0.1
 
@@ -218,7 +216,7 @@ def _export_to_onnxruntime(net: nn.Module, height: int, width: int):
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
-@dataclass
+@dataclass(eq=False)
 class _Memory:
     frame_idx: int
     keys: torch.Tensor  # (C, N)
@@ -266,7 +264,7 @@ class FeatMatchSession(SessionBase):
         self._new_prompt_frames.add(frame_idx)
         logits = torch.from_numpy(mask_bool).float()[None] * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
         score = torch.tensor([MASK_PROMPT_SCALE + MASK_PROMPT_BIAS])  # the logit inside the given mask
-        return FrameResult(frame_idx, [obj_id], logits, logits > 0, score, [True], self.config.overlap)
+        return FrameResult(frame_idx, [obj_id], logits, logits > 0, score, self.config.overlap, [True])
 
     def add_points(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None) -> FrameResult:
         raise PromptError("The featmatch backend takes mask prompts only; give a mask (--prompt MASK.png) or use a SAM2 model.")
@@ -321,10 +319,12 @@ class FeatMatchSession(SessionBase):
             self._prompt_memory[frame_idx] = _Memory(frame_idx, keys, probs)
             self._prompt_cache = None
         if self.match.recent_frames > 0 and (prompts or self._admits(probs, best_affinity)):
-            if len(self._recent) == self._recent.maxlen and self._window is not None:
-                dropped = self._recent[0].frame_idx
-                if dropped % self._window.capacity != frame_idx % self._window.capacity:
-                    self._window = None  # not a run of consecutive frames: lay the window out again
+            # A frame takes window slot frame_idx % capacity. The recent frame holding that slot
+            # goes: the oldest one in a run of consecutive frames, and another one where the memory
+            # policy left a frame out, so the window and the deque always hold the same frames.
+            capacity = self._recent.maxlen
+            for mem in [m for m in self._recent if m.frame_idx % capacity == frame_idx % capacity]:
+                self._recent.remove(mem)
             self._recent.append(_Memory(frame_idx, keys, probs))
             if self._window is not None and self._window.labels == num_labels:
                 self._window.add(frame_idx, keys.view(c, h, w), probs.view(num_labels, h, w))
@@ -458,7 +458,7 @@ class FeatMatchSession(SessionBase):
             masks[self.objects.slot(obj_id)] = torch.from_numpy(mask)
         scores = logits.flatten(1).max(1).values
         is_prompt = [obj_id in prompts for obj_id in self.obj_ids]
-        return FrameResult(frame_idx, self.obj_ids, logits, masks, scores, is_prompt, self.config.overlap)
+        return FrameResult(frame_idx, self.obj_ids, logits, masks, scores, self.config.overlap, is_prompt)
 
     # ------------------------------------------------------------------ saving
     def state_dict(self) -> dict:
@@ -476,6 +476,19 @@ class FeatMatchSession(SessionBase):
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a `state_dict` saved from a session on the same video, model and configuration."""
+        self._check_idle("loading a saved state")
+        # Checked before anything changes, so a refused state leaves the session as it was.
+        dims = {m["keys"].shape[0] for m in [*state["prompt_memory"], *state["recent"]]}
+        basis = state.get("basis")
+        fits = (basis is None) == (self.match.key_dims is None) and (
+            basis is None or (dims <= {basis.shape[0]} and basis.shape[0] <= self.match.key_dims)
+        )
+        if dims and not fits:
+            raise SessionError(
+                f"The saved featmatch state has {max(dims)}-dimensional keys, which this configuration "
+                f"(key_dims={self.match.key_dims}) cannot continue; run again without resuming."
+            )
         self.objects = ObjectRegistry()
         for obj_id in state["obj_ids"]:
             self.objects.add(int(obj_id))
@@ -489,20 +502,9 @@ class FeatMatchSession(SessionBase):
             self._recent.append(_Memory(int(m["frame_idx"]), m["keys"], m["probs"]))
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
         self._window = self._prompt_cache = None
-        self._basis = state.get("basis")
+        self._basis = basis
         last = state.get("last")
         self._last = None if last is None else (int(last[0]), int(last[1]))
-        dims = {m.keys.shape[0] for m in [*self._prompt_memory.values(), *self._recent]}
-        basis = self._basis
-        fits = (basis is None) == (self.match.key_dims is None) and (
-            basis is None or (dims <= {basis.shape[0]} and basis.shape[0] <= self.match.key_dims)
-        )
-        if dims and not fits:
-            raise SessionError(
-                f"The saved featmatch state has {max(dims)}-dimensional keys, which this configuration "
-                f"(key_dims={self.match.key_dims}) cannot continue; run again without resuming."
-            )
-
 
 def _label_map(probs: torch.Tensor) -> torch.Tensor:
     """Index of the most likely label per pixel (ties to the lower index); a running maximum, several
@@ -524,66 +526,6 @@ def _thin_background(probs: torch.Tensor, h: int, w: int, stride: int) -> torch.
     grid = torch.zeros(h, w, dtype=torch.bool)
     grid[::stride, ::stride] = True
     return (near | grid).flatten()
-
-
-class _WindowMemory:
-    """The recent frames laid out for windowed matching.
-
-    The query grid is cut into _TILE x _TILE tiles. For each tile and memory frame the
-    (_TILE + 2r)^2 memory cells around the tile are stored contiguously, so one batched matrix
-    product scores every query cell against every memory cell within reach; an additive bias
-    removes pairs farther apart than r cells, the padding and empty slots. A frame goes to slot
-    frame_idx % capacity, so a session rebuilt from saved memories lays them out (and breaks
-    affinity ties) exactly as the original did.
-    """
-
-    def __init__(self, channels: int, labels: int, h: int, w: int, radius: int, capacity: int, dtype: torch.dtype) -> None:
-        self.labels, self.h, self.w, self.r, self.capacity = labels, h, w, radius, capacity
-        self.ty, self.tx = -(-h // _TILE), -(-w // _TILE)
-        self.m = _TILE + 2 * radius
-        self.s = self.m * self.m
-        tiles = self.ty * self.tx
-        self.keys = torch.zeros(tiles, channels, capacity * self.s, dtype=dtype)
-        self.vals = torch.zeros(tiles, capacity * self.s, labels)
-        qy, qx = (g.flatten() for g in torch.meshgrid(torch.arange(_TILE), torch.arange(_TILE), indexing="ij"))
-        my, mx = (g.flatten() for g in torch.meshgrid(torch.arange(self.m), torch.arange(self.m), indexing="ij"))
-        in_window = ((my[None] - radius - qy[:, None]).abs() <= radius) & ((mx[None] - radius - qx[:, None]).abs() <= radius)
-        inside = self._tiles(torch.ones(1, h, w)).reshape(tiles, self.s) > 0
-        self.reach_bias = torch.where(in_window[None] & inside[:, None], 0.0, _EXCLUDED).to(dtype)  # (tiles, t*t, S)
-        self.bias = torch.full((tiles, _TILE * _TILE, capacity * self.s), _EXCLUDED, dtype=dtype)
-
-    def _tiles(self, x: torch.Tensor) -> torch.Tensor:
-        """(C, h, w) -> a (ty, tx, C, m, m) view of the zero-padded map: each tile's reach."""
-        r = self.r
-        hp, wp = self.ty * _TILE + 2 * r, self.tx * _TILE + 2 * r
-        xp = F.pad(x, (r, wp - self.w - r, r, hp - self.h - r)).contiguous()
-        return xp.as_strided((self.ty, self.tx, x.shape[0], self.m, self.m), (_TILE * wp, _TILE, hp * wp, wp, 1))
-
-    def add(self, frame_idx: int, keys: torch.Tensor, probs: torch.Tensor) -> None:
-        """Store a frame's keys (C, h, w) and soft labels (L, h, w) in its slot."""
-        slot = frame_idx % self.capacity
-        span = slice(slot * self.s, (slot + 1) * self.s)
-        dst = self.keys.view(self.ty, self.tx, self.keys.shape[1], -1)[..., span]
-        dst.unflatten(-1, (self.m, self.m)).copy_(self._tiles(keys.to(self.keys.dtype)))
-        vals = self._tiles(probs).flatten(-2).transpose(-1, -2)  # (ty, tx, S, L)
-        self.vals.view(self.ty, self.tx, -1, self.labels)[:, :, span].copy_(vals)
-        self.bias[..., span] = self.reach_bias
-
-    def read(self, query: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k affinities (N, k) and their labels (N, k, L) for the query keys (C, h, w)."""
-        c, t = query.shape[0], _TILE
-        tiles = self.ty * self.tx
-        padded = F.pad(query, (0, self.tx * t - self.w, 0, self.ty * t - self.h))
-        q = padded.view(c, self.ty, t, self.tx, t).permute(1, 3, 2, 4, 0).reshape(tiles, t * t, c).to(self.keys.dtype)
-        aff = torch.baddbmm(self.bias, q, self.keys)
-        top, idx = aff.topk(min(k, self.capacity * self.s), dim=-1)  # (tiles, t*t, k)
-        kk = top.shape[-1]
-        flat = (idx + (torch.arange(tiles) * self.vals.shape[1]).view(-1, 1, 1)).flatten()
-        vals = self.vals.view(-1, self.labels)[flat].view(self.ty, self.tx, t, t, kk, self.labels)
-        top = top.float().view(self.ty, self.tx, t, t, kk).permute(0, 2, 1, 3, 4).reshape(self.ty * t, self.tx * t, kk)
-        vals = vals.permute(0, 2, 1, 3, 4, 5).reshape(self.ty * t, self.tx * t, kk, self.labels)
-        n = self.h * self.w
-        return top[: self.h, : self.w].reshape(n, kk), vals[: self.h, : self.w].reshape(n, kk, self.labels)
 
 
 def _pad_labels(probs: torch.Tensor, num_labels: int) -> torch.Tensor:

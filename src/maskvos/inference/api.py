@@ -25,8 +25,6 @@ from maskvos.inference.objects import ObjectRegistry
 from maskvos.io.masks import masks_to_label_map
 
 DIRECTIONS = ("forward", "backward", "both")
-#: Prompt types a session may accept (`Session.prompt_types` says which one does).
-PROMPT_TYPES = ("mask", "points", "box")
 
 
 class SessionError(MaskvosError):
@@ -55,9 +53,9 @@ class FrameResult:
             row is +10 inside the given mask and -10 outside.
         masks: (B, H, W) bool masks; on a mask-prompted frame exactly the mask given.
         object_scores: (B,) object presence logits (> 0: present).
+        overlap: the rule `label_map` uses by default ("score" or "order").
         is_prompt: (B,) whether this frame holds a prompt of the object (its mask is then the
             user's, or the model's answer to the user's clicks, and post-processing leaves it alone).
-        overlap: the rule `label_map` uses by default ("score" or "order").
         labels: the (H, W) label map decided by the post-processing chain (None: derive it with
             `overlap`).
     """
@@ -67,8 +65,8 @@ class FrameResult:
     mask_logits: torch.Tensor
     masks: torch.Tensor
     object_scores: torch.Tensor
-    is_prompt: list[bool] = field(default_factory=list)
     overlap: str = "score"
+    is_prompt: list[bool] = field(default_factory=list)
     labels: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -155,10 +153,10 @@ def plan_passes(
     if direction == "backward":
         stop = 0 if end is None else end
         if stop > start:
-            raise SessionError(f"Going backward, end frame {stop} must not come after start frame {start}.")
+            raise SessionError(f"Going backward, end frame {stop} comes after start frame {start}; pass an end at or before the start.")
         return [Pass(start, stop, True)]
     if end is not None and end < start:
-        raise SessionError(f"Going forward, end frame {end} must not come before start frame {start}.")
+        raise SessionError(f"Going forward, end frame {end} comes before start frame {start}; pass an end at or after the start.")
     last = num_frames - 1 if num_frames is not None else None
     passes = [Pass(start, end if end is not None else last, False)]
     if direction == "both":
@@ -271,12 +269,13 @@ class SessionBase(ABC):
             raise SessionError(f"Frame index {frame_idx!r} is not an integer; pass a 0-based frame number.")
         self.frames.source.check_index(int(frame_idx))
 
-    def _check_idle(self) -> None:
-        """Refuse to change prompts or objects while a propagation is open."""
+    def _check_idle(self, action: str = "changing prompts or objects") -> None:
+        """Refuse to change the session (prompts, objects, a loaded state) or to start another
+        propagation while a propagation is open."""
         if self._open_runs:
             raise SessionError(
-                "A propagation of this session is still open; finish iterating it or close it "
-                "(results.close()) before changing prompts or objects."
+                f"A propagation of this session is still open; finish iterating it or close it "
+                f"(results.close()) before {action}."
             )
 
     def propagate(
@@ -295,6 +294,7 @@ class SessionBase(ABC):
 
     def plan_passes(self, start: int | None = None, end: int | None = None, direction: str = "forward") -> list[Pass]:
         """Check `propagate`'s arguments and turn them into passes. Clears the record of new prompts."""
+        self._check_idle("starting another propagation")
         if direction not in DIRECTIONS:
             raise SessionError(f"Direction '{direction}' is unknown; use forward, backward or both.")
         if not len(self.objects):
@@ -314,6 +314,7 @@ class SessionBase(ABC):
 
     def run_passes(self, passes: Sequence[Pass]) -> Iterator[FrameResult]:
         """Run planned passes (e.g. the rest of a plan after a resume), yielding one result per frame."""
+        self._check_idle("starting another propagation")
         for p in passes:
             self._check_frame(p.start)
             if p.stop is not None:
@@ -321,10 +322,7 @@ class SessionBase(ABC):
         return self._guarded(list(passes))
 
     def _guarded(self, passes: list[Pass]) -> Iterator[FrameResult]:
-        if self._open_runs:
-            raise SessionError(
-                "Another propagation of this session is still open; finish or close it before starting a new one."
-            )
+        self._check_idle("starting another propagation")  # two generators made first, then both started
         self._open_runs += 1
         try:
             yield from self._run(passes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from maskvos.errors import ConfigError
 from maskvos.inference.api import FrameResult
@@ -77,14 +77,12 @@ class PostChain:
     def __repr__(self) -> str:
         return f"PostChain({self.processors!r})"
 
-    @property
-    def max_delay(self) -> int:
-        """The most frames the whole chain holds back."""
-        return sum(p.max_delay for p in self.processors)
-
     def process(self, result: FrameResult) -> list[FrameResult]:
         """Feed one result; the results that come out of the last step, in order."""
-        return self._through([result], 0)
+        current = [result]
+        for processor in self.processors:
+            current = [ready for r in current for ready in processor.process(r)]
+        return current
 
     def flush(self) -> list[FrameResult]:
         """End of a pass: everything still held, through the rest of the chain, in order."""
@@ -92,13 +90,6 @@ class PostChain:
         for processor in self.processors:
             out = [ready for r in out for ready in processor.process(r)] + processor.flush()
         return out
-
-    def _through(self, results: Sequence[FrameResult], first: int) -> list[FrameResult]:
-        """Results passed through processors `first`.. in order."""
-        current = list(results)
-        for processor in self.processors[first:]:
-            current = [ready for r in current for ready in processor.process(r)]
-        return current
 
     def state_dict(self) -> dict:
         return {"processors": [p.state_dict() for p in self.processors]}

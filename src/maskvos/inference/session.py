@@ -347,6 +347,7 @@ class VideoSession(SessionBase):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict` saved from a session on the same video, model and configuration."""
+        self._check_idle("loading a saved state")
         self.objects = ObjectRegistry()
         for obj_id in state["obj_ids"]:
             self.objects.add(int(obj_id))
@@ -372,7 +373,7 @@ class VideoSession(SessionBase):
                 masks[i] = mask_t
                 logits[i] = mask_t.float() * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
         scores = torch.cat([e.object_score_logits for e in entries]).float().view(-1).cpu()
-        return FrameResult(frame_idx, list(obj_ids), logits, masks, scores, is_prompt, self.config.overlap)
+        return FrameResult(frame_idx, list(obj_ids), logits, masks, scores, self.config.overlap, is_prompt)
 
     def _prompt_entry(self, obj_id: int, frame_idx: int) -> MemoryEntry | None:
         mem = self.bank.objects[obj_id]

@@ -90,8 +90,8 @@ def _id_map(arr: np.ndarray, path: Path, is_written_id_map: bool) -> np.ndarray:
         raise MaskFileError(f"Mask file '{path}' has negative pixel values; save object ids 0..{MAX_ID_MAP_ID}.")
     if not is_written_id_map:
         values = np.unique(arr[arr != 0])
-        if len(values) == 1 and values[0] in (255, MAX_ID_MAP_ID):
-            return (arr > 0).astype(np.uint8)  # a binary mask saved at 16 bits
+        if len(values) == 1:
+            return (arr > 0).astype(np.uint8)  # one value: a binary mask saved at 16 bits (e.g. 0/65535, 0/1000)
     return arr.astype(np.uint16 if arr.max(initial=0) <= MAX_ID_MAP_ID else np.int32)
 
 
