@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from maskvos.app import SaveSchedule, prompts_from_mask_file, segment_video
@@ -20,21 +18,16 @@ from maskvos.inference.session import VideoSession
 from maskvos.io.frames import open_source
 from maskvos.io.masks import read_label_map, write_label_map
 from maskvos.io.writers import decode_rle
-from maskvos.model.config import get_config
-from maskvos.model.sam2 import SAM2Model
 
 from media_tools import write_video
+from model_tools import tiny_sam2
 
 H, W, N = 48, 64, 14
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = SAM2Model(dataclasses.replace(get_config("sam2.1-tiny"), image_size=128))
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    return save_checkpoint(tiny_sam2(), tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

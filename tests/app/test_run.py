@@ -31,21 +31,17 @@ from maskvos.inference.session import VideoSession
 from maskvos.io.frames import open_source
 from maskvos.io.masks import MaskFileError, read_label_map, write_label_map
 from maskvos.io.writers import OutputError
-from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
 
 from media_tools import occlusion_video
+from model_tools import tiny_sam2
 
 H, W, N = 48, 64, 12
 
 
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    torch.manual_seed(0)
-    m = SAM2Model(dataclasses.replace(get_config("sam2.1-tiny"), image_size=128)).eval()
-    with torch.no_grad():
-        m.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
-    return m
+    return tiny_sam2()
 
 
 @pytest.fixture(scope="module")

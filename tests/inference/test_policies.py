@@ -29,8 +29,9 @@ from maskvos.inference.policies import (
     get_policy,
 )
 from maskvos.inference.session import VideoSession
-from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
+
+from model_tools import tiny_sam2
 
 H, W = 72, 96
 
@@ -95,11 +96,7 @@ class Recording(SAM2Policy):
 
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    torch.manual_seed(0)
-    m = SAM2Model(dataclasses.replace(get_config("sam2.1-tiny"), image_size=128)).eval()
-    with torch.no_grad():  # a present-leaning object score, so masks are not all "absent"
-        m.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
-    return m
+    return tiny_sam2()
 
 
 def frames(n: int) -> np.ndarray:

@@ -5,8 +5,6 @@ A random-weight tiny model at small input sizes; parity with the reference is in
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -18,21 +16,17 @@ from maskvos.inference.objects import UnknownObjectError
 from maskvos.inference.prompts import PromptError
 from maskvos.inference.session import FrameResult, SessionError, VideoSession
 from maskvos.io.frames import FrameSourceError, open_source
-from maskvos.model.config import get_config
 from maskvos.model.sam2 import SAM2Model
 
 from media_tools import numbered_frame, write_video
+from model_tools import tiny_sam2
 
 H, W = 72, 96
 
 
 @pytest.fixture(scope="module")
 def model() -> SAM2Model:
-    torch.manual_seed(0)
-    m = SAM2Model(dataclasses.replace(get_config("sam2.1-tiny"), image_size=128)).eval()
-    with torch.no_grad():  # a present-leaning object score, so masks are not all "absent"
-        m.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(5.0)
-    return m
+    return tiny_sam2()
 
 
 def frames(n: int = 6) -> np.ndarray:

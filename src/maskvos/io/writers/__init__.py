@@ -12,6 +12,7 @@ Every file is written atomically (temporary name, then rename), so a file that e
 """
 
 from maskvos.io.writers.base import (
+    FolderWriter,
     MaskFrame,
     OutputError,
     OutputFrame,
@@ -27,6 +28,7 @@ from maskvos.io.writers.rle import RleJsonWriter, decode_rle, encode_rle
 __all__ = [
     "FORMATS",
     "WRITERS",
+    "FolderWriter",
     "MaskFrame",
     "ObjectPngWriter",
     "OutputError",

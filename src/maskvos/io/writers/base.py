@@ -7,6 +7,7 @@ A run opens its writers on an `OutputTarget`, hands each one every frame's `Outp
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
@@ -121,3 +122,48 @@ def opened(value: T | None, writer: object) -> T:
     if value is None:
         raise RuntimeError(f"{type(writer).__name__} was used before open()")
     return value
+
+
+class FolderWriter(ABC):
+    """Base of the writers that put one complete file per frame in one folder (png, objects, rle):
+    `open` creates the folder, `write` is theirs, and close/discard have nothing to do (every file is
+    written atomically, so a file that exists is complete and a resumed run rewrites frames as they
+    come again).
+
+    Subclasses set `name`, `label` (the summary's text) and `folder_of(target)`, and implement `write`.
+    """
+
+    name: ClassVar[str] = ""
+    needs_image: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: The summary line's text before the folder, padded like the others.
+    label: ClassVar[str] = ""
+    #: Appended to the folder in the summary line (e.g. "<id>/").
+    suffix: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        self._folder: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        return opened(self._folder, self)
+
+    @abstractmethod
+    def folder_of(self, target: OutputTarget) -> Path:
+        """The folder this writer's files go to."""
+
+    @abstractmethod
+    def write(self, frame: OutputFrame, result: MaskFrame) -> None:
+        """Write one frame's file(s)."""
+
+    def open(self, target: OutputTarget) -> None:
+        self._folder = prepare_output_dir(self.folder_of(target))
+
+    def close(self) -> None:  # noqa: B027 - deliberately empty for every folder writer
+        """Nothing to finish: each frame's file was complete when written."""
+
+    def discard(self) -> None:  # noqa: B027 - deliberately empty for every folder writer
+        """Nothing to remove: complete per-frame files stay for a resumed run."""
+
+    def describe(self) -> str:
+        return f"{self.label + ':':<16} {self._folder}/{self.suffix}"

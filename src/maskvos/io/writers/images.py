@@ -14,69 +14,36 @@ from PIL import Image
 
 from maskvos.io.files import atomic_path
 from maskvos.io.masks import write_label_map
-from maskvos.io.writers.base import (
-    MaskFrame,
-    OutputFrame,
-    OutputTarget,
-    opened,
-    prepare_output_dir,
-)
+from maskvos.io.writers.base import FolderWriter, MaskFrame, OutputFrame, OutputTarget
 
 
-class PalettePngWriter:
+class PalettePngWriter(FolderWriter):
     """Label maps `masks_dir/<stem>.png`: DAVIS palette PNGs (pixel value = object id); maps with ids
     above 254 are written as 16-bit id-map PNGs under the same name (see `maskvos.io.masks`)."""
 
     name: ClassVar[str] = "png"
-    needs_image: ClassVar[bool] = False
-    requires: ClassVar[tuple[str, ...]] = ()
+    label: ClassVar[str] = "label maps"
 
-    def __init__(self) -> None:
-        self.masks_dir: Path | None = None
-
-    def open(self, target: OutputTarget) -> None:
-        self.masks_dir = prepare_output_dir(target.masks_dir)
+    def folder_of(self, target: OutputTarget) -> Path:
+        return target.masks_dir
 
     def write(self, frame: OutputFrame, result: MaskFrame) -> None:
-        write_label_map(opened(self.masks_dir, self) / f"{frame.stem}.png", result.label_map())
-
-    def close(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-    def describe(self) -> str:
-        return f"label maps:      {self.masks_dir}/"
+        write_label_map(self.folder / f"{frame.stem}.png", result.label_map())
 
 
-class ObjectPngWriter:
+class ObjectPngWriter(FolderWriter):
     """One 0/255 grey PNG per object and frame: `out_dir/objects/<obj_id>/<stem>.png`."""
 
     name: ClassVar[str] = "objects"
-    needs_image: ClassVar[bool] = False
-    requires: ClassVar[tuple[str, ...]] = ()
+    label: ClassVar[str] = "object masks"
+    suffix: ClassVar[str] = "<id>/"
 
-    def __init__(self) -> None:
-        self.objects_dir: Path | None = None
-
-    def open(self, target: OutputTarget) -> None:
-        self.objects_dir = prepare_output_dir(target.out_dir / "objects")
+    def folder_of(self, target: OutputTarget) -> Path:
+        return target.out_dir / "objects"
 
     def write(self, frame: OutputFrame, result: MaskFrame) -> None:
-        objects_dir = opened(self.objects_dir, self)
         for obj_id, mask in result.masks_by_id().items():
-            folder = objects_dir / str(obj_id)
+            folder = self.folder / str(obj_id)
             folder.mkdir(exist_ok=True)
             with atomic_path(folder / f"{frame.stem}.png") as tmp:
                 Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
-
-    def close(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-    def describe(self) -> str:
-        return f"object masks:    {self.objects_dir}/<id>/"
-

@@ -9,13 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from maskvos.io.files import write_bytes_atomic
-from maskvos.io.writers.base import (
-    MaskFrame,
-    OutputFrame,
-    OutputTarget,
-    opened,
-    prepare_output_dir,
-)
+from maskvos.io.writers.base import FolderWriter, MaskFrame, OutputFrame, OutputTarget
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, object]:
@@ -33,29 +27,15 @@ def decode_rle(rle: dict[str, object]) -> np.ndarray:
     return coco_mask.decode({"size": rle["size"], "counts": str(rle["counts"]).encode("ascii")}).astype(bool)
 
 
-class RleJsonWriter:
+class RleJsonWriter(FolderWriter):
     """Per frame `out_dir/rle/<stem>.json`: {"frame": stem, "objects": {obj_id: RLE}}, written atomically."""
 
     name: ClassVar[str] = "rle"
-    needs_image: ClassVar[bool] = False
-    requires: ClassVar[tuple[str, ...]] = ()
+    label: ClassVar[str] = "COCO RLE"
 
-    def __init__(self) -> None:
-        self.rle_dir: Path | None = None
-
-    def open(self, target: OutputTarget) -> None:
-        self.rle_dir = prepare_output_dir(target.out_dir / "rle")
+    def folder_of(self, target: OutputTarget) -> Path:
+        return target.out_dir / "rle"
 
     def write(self, frame: OutputFrame, result: MaskFrame) -> None:
-        rle_dir = opened(self.rle_dir, self)
         record = {"frame": frame.stem, "objects": {str(k): encode_rle(v) for k, v in result.masks_by_id().items()}}
-        write_bytes_atomic(rle_dir / f"{frame.stem}.json", json.dumps(record).encode())
-
-    def close(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-    def describe(self) -> str:
-        return f"COCO RLE:        {self.rle_dir}/"
+        write_bytes_atomic(self.folder / f"{frame.stem}.json", json.dumps(record).encode())
