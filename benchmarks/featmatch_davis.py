@@ -31,6 +31,32 @@ from maskvos.eval.run import run_dataset
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vos"
 
 
+def runtime_report(model: FeatMatchModel) -> str:
+    """What runs the work: matching dtype and kernels, ATen's CPU capability, oneDNN's and MKL's
+    instruction-set caps (environment), ONNX Runtime's version and providers."""
+    import os
+
+    import maskvos.backends.featmatch_kernels as kernels
+
+    env = {v: os.environ[v] for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if v in os.environ}
+    lines = [
+        f"matching: {model.match_dtype}; window and prompt top-k by {kernels._GROUPS} group maxima, "
+        f"affinities in chunks of {kernels.CHUNK_ELEMENTS} elements",
+        f"torch {torch.__version__}: ATen CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+        f"oneDNN bf16 usable {torch.ops.mkldnn._is_mkldnn_bf16_supported()}; caps from environment {env or 'none'}",
+    ]
+    try:
+        import onnxruntime as ort
+
+        lines.append(
+            f"onnxruntime {ort.__version__}: providers {ort.get_available_providers()} "
+            "(no switch caps its instruction set: MLAS picks AVX-512 where the CPU has it)"
+        )
+    except ImportError:
+        lines.append("onnxruntime: not installed (Lite0 runs in PyTorch)")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=[str(DATA / "davis2016-train"), str(DATA / "davis2017-lowres")])
@@ -50,6 +76,7 @@ def main() -> None:
     config = dataclasses.replace(FeatMatchConfig(), **overrides)
     model = FeatMatchModel(config)
     print(f"featmatch {config}; {args.threads} threads; runtime {model.runtime}; matching in {model.match_dtype}")
+    print(runtime_report(model))
     with tempfile.TemporaryDirectory() as tmp:
         out_root = Path(args.out) if args.out else Path(tmp)
         for dataset in args.datasets:

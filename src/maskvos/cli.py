@@ -70,6 +70,42 @@ def _formats(text: str) -> list[str]:
     return names
 
 
+def _lengths(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of occlusion lengths; write it like 5,15,40")
+    return values
+
+
+def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    """Memory policy and temporal smoothing, shared by segment and eval-run."""
+    from maskvos.inference.policies import POLICY_NAMES
+
+    parser.add_argument("--memory-policy", choices=POLICY_NAMES, default=None,
+                        help="which tracked frames become memories: sam2 (every frame; the reference's rule) or "
+                        "confident (only frames the model is sure of, so occluders and lost objects stay out); "
+                        "default sam2; confident is the choice for videos where objects get hidden")
+    parser.add_argument("--temporal-smoothing", nargs="?", const="on", default="off", metavar="SPEC",
+                        help="temporal consistency after tracking: presence hysteresis, 3-frame logit median, "
+                        "small-hole filling ('on', or settings such as k=3,window=3,holes=0.0001); default off")
+
+
+def _tracking_config(args: argparse.Namespace, **settings) -> tuple:
+    """The InferenceConfig the options ask for, and a maker of the post-processors they ask for
+    (fresh steps for each video; a bad --temporal-smoothing is refused here, before any work)."""
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.temporal import parse_temporal_spec
+
+    if args.memory_policy is not None:
+        settings["memory_policy"] = args.memory_policy
+    spec = args.temporal_smoothing
+    parse_temporal_spec(spec)
+    return InferenceConfig(**settings), lambda: parse_temporal_spec(spec)
+
+
 def _note(message: str) -> None:
     print(f"maskvos: note: {message}", file=sys.stderr)
 
@@ -85,12 +121,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
         terminal_progress,
     )
     from maskvos.errors import ConfigError
-    from maskvos.inference.config import InferenceConfig
     from maskvos.io.frames import open_source
 
     if args.prompt is None and not args.points and args.box is None:
         raise ConfigError("No prompt was given; pass --prompt MASK.png, --points x,y,label or --box x0,y0,x1,y1.")
-    config = InferenceConfig(resolution=args.resolution, overlap=args.overlap)
+    config, postprocessors = _tracking_config(args, resolution=args.resolution, overlap=args.overlap)
     source = open_source(args.source)
     prompts: list[PromptSpec] = []
     if args.prompt is not None:
@@ -114,6 +149,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         model_name=loaded.name,
         progress=None if args.quiet else terminal_progress("segmenting"),
         fps=args.fps,
+        postprocessors=postprocessors(),
     )
     print("\n".join(summary.lines()))
     return 0
@@ -123,7 +159,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Score predicted masks against DAVIS-layout ground truth."""
     from maskvos.eval import evaluate_folders
 
-    report = evaluate_folders(args.gt, args.pred, sequences=args.sequences, skip_first_last=not args.all_frames)
+    if args.stability:
+        from maskvos.eval.stability import stability_report
+
+        report = stability_report(args.gt, args.pred, sequences=args.sequences, skip_first_last=not args.all_frames)
+    else:
+        report = evaluate_folders(args.gt, args.pred, sequences=args.sequences, skip_first_last=not args.all_frames)
     print(report.table())
     if args.out:
         report.write_csv(args.out)
@@ -135,10 +176,9 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     """Segment every sequence of a dataset from its annotations, then evaluate."""
     from maskvos.app import load_run_model
     from maskvos.eval.run import run_dataset
-    from maskvos.inference.config import InferenceConfig
 
     loaded = load_run_model(args.checkpoint or args.model, args.device, needs=frozenset({"mask"}), allow_fallback=False)
-    config = InferenceConfig(resolution=args.resolution)
+    config, postprocessors = _tracking_config(args, resolution=args.resolution)
 
     def progress(seq: str, frames: int, seconds: float) -> None:
         rate = frames / seconds if seconds > 0 and frames else 0.0
@@ -146,8 +186,13 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         print(f"{seq}: {done}", file=sys.stderr, flush=True)
 
     run = run_dataset(args.dataset, loaded.model, args.out, args.sequences, config, model_name=loaded.name,
-                      on_sequence=progress)
-    print(run.report.table())
+                      on_sequence=progress, postprocessors=postprocessors)
+    if args.stability:
+        from maskvos.eval.stability import stability_report
+
+        print(stability_report(args.dataset, args.out, sequences=args.sequences).table())
+    else:
+        print(run.report.table())
     print(f"\n{run.frames} frames segmented in {run.seconds:.1f} s: {run.fps:.2f} frames/s end to end")
     csv = Path(args.out) / "results.csv"
     run.report.write_csv(csv)
@@ -162,6 +207,9 @@ def _add_eval_parsers(sub) -> None:
     ev.add_argument("--out", help="write per-object results as CSV")
     ev.add_argument("--sequences", nargs="+", help="only these sequences")
     ev.add_argument("--all-frames", action="store_true", help="score the first and last frame too (DAVIS skips them)")
+    ev.add_argument("--stability", action="store_true",
+                    help="also flicker per object and, on a stress set (maskvos stress), re-detection after "
+                    "occlusion, false positives while hidden and the share taken by the distractor")
     ev.set_defaults(func=cmd_eval)
     er = sub.add_parser("eval-run", help="segment a DAVIS-layout dataset from its annotations and evaluate")
     er.add_argument("dataset", help="dataset root with JPEGImages/<seq>/ and Annotations/<seq>/")
@@ -170,7 +218,42 @@ def _add_eval_parsers(sub) -> None:
     er.add_argument("--sequences", nargs="+", help="only these sequences")
     er.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024)")
     er.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    _add_tracking_args(er)
+    er.add_argument("--stability", action="store_true", help="report flicker and, on a stress set, the stress measures")
     er.set_defaults(func=cmd_eval_run)
+    st = sub.add_parser("stress", help="write occlusion and distractor stress sets of a DAVIS-layout dataset",
+                        description="Write a new DAVIS-layout dataset: for each sequence its plain copy, occlusion "
+                        "sets (a textured occluder hides the object for L frames) and a distractor set (a moving "
+                        "copy of the object). Run any tool on it, then maskvos eval --stability.")
+    st.add_argument("dataset", help="dataset root with JPEGImages/<seq>/ and Annotations/<seq>/")
+    st.add_argument("--out", required=True, help="new (or empty) folder for the stress dataset")
+    st.add_argument("--occlusion", type=_lengths, default=[5, 15, 40], metavar="L,L,...",
+                    help="occlusion lengths in frames (default 5,15,40)")
+    st.add_argument("--no-occlusion", action="store_true", help="write no occlusion sets")
+    st.add_argument("--distractor", action="store_true", help="also write a distractor set per sequence")
+    st.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    st.add_argument("--sequences", nargs="+", help="only these sequences")
+    st.set_defaults(func=cmd_stress)
+
+
+def cmd_stress(args: argparse.Namespace) -> int:
+    """Write stress sets of a dataset."""
+    from maskvos.eval.stress import build_stress_sets
+
+    def progress(name: str, done: int, total: int) -> None:
+        print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
+
+    manifest = build_stress_sets(args.dataset, args.out, occlusion=[] if args.no_occlusion else args.occlusion,
+                                 distractor=args.distractor, seed=args.seed, sequences=args.sequences,
+                                 progress=progress)
+    kinds: dict[str, int] = {}
+    for seq in manifest.sequences.values():
+        kinds[seq.kind] = kinds.get(seq.kind, 0) + 1
+    print(f"stress set in {args.out}: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    for item in manifest.skipped:
+        print(f"  skipped {item.sequence} ({item.kind}{'' if item.length is None else f' L={item.length}'}): {item.reason}")
+    print(f"next: maskvos eval-run {args.out} --model featmatch --out PRED --stability")
+    return 0
 
 
 def _add_segment_parser(sub) -> None:
@@ -198,6 +281,7 @@ def _add_segment_parser(sub) -> None:
                      help="forward from the first prompt (default), backward from the last, or both from the first")
     seg.add_argument("--overlap", choices=["score", "order"], default="score",
                      help="who wins a pixel claimed by two objects: the higher score (default) or the later id")
+    _add_tracking_args(seg)
     seg.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     seg.add_argument("--fps", type=float, default=24.0, help="frame rate of the overlay preview (default 24)")
     seg.add_argument("--quiet", action="store_true", help="no progress display")

@@ -13,6 +13,7 @@ from maskvos.backends.featmatch import FeatMatchConfig, FeatMatchModel, FeatMatc
 from maskvos.backends.lite0 import Lite0Features, load_lite0
 from maskvos.cli import main
 from maskvos.eval.metrics import region_similarity
+from maskvos.inference.policies import FrameSignals
 from maskvos.inference.prompts import PromptError
 from maskvos.inference.session import SessionError
 from maskvos.io.masks import read_label_map, write_label_map
@@ -204,7 +205,7 @@ def test_key_projection_and_float32_matching_track_alike(model):
         results[name] = [r.masks[0].numpy() for r in session.propagate()]
         if config.key_dims:
             assert session._basis.shape == (96, 152)
-            assert session._recent[-1].keys.shape[0] == 96
+            assert all(m.keys.shape[0] == 96 for m in session._recent.values())
     # The projection and bfloat16 change affinities slightly, not the tracking.
     agree = [region_similarity(a, b) for a, b in zip(results["bf16-96"], results["f32-all"])]
     assert min(agree) > 0.9, agree
@@ -317,17 +318,104 @@ def test_a_policy_that_leaves_frames_out_keeps_window_and_recent_frames_in_step(
     seen = []
     for result in session.propagate():
         seen.append(result.frame_idx)
-        recent = [m.frame_idx for m in session._recent]
-        assert len(recent) == len({t % session._recent.maxlen for t in recent})
+        recent = list(session._recent.values())
+        assert len(recent) == len({m.slot for m in recent}) <= session._capacity, "one window slot per memory"
         window = session._window
         if window is None:
             continue
-        c, h, w = session._recent[0].keys.shape[0], window.h, window.w
+        c, h, w = recent[0].keys.shape[0], window.h, window.w
         fresh = WindowMemory(c, window.labels, h, w, window.r, window.capacity, window.keys.dtype)
-        for mem in session._recent:
-            fresh.add(mem.frame_idx, mem.keys.view(-1, h, w), mem.probs.view(window.labels, h, w))
+        for mem in recent:
+            fresh.add(mem.slot, mem.keys.view(-1, h, w), mem.probs.view(window.labels, h, w))
         assert torch.equal(fresh.keys, window.keys) and torch.equal(fresh.bias, window.bias), result.frame_idx
     assert seen == list(range(N))
     assert policy.calls and all(s.confidence is None or 0 <= s.confidence <= 1 for s in policy.calls)
-    assert [m.frame_idx for m in session._recent] == [8, 9, 10, 11]
+    assert sorted(session._recent) == [8, 9, 10, 11]
     assert len(policy.calls) == N - 1, "every tracked frame's signals reach the policy"
+
+
+def hidden_video(n: int = 24, hide: range = range(8, 16)) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One textured object drifting over a textured background; on the frames of `hide` a large
+    occluder with a texture of its own covers it completely (its ground truth is then empty)."""
+    rng = np.random.default_rng(1)
+    background = (rng.random((H // 8, W // 8, 3)) * 120 + 60).repeat(8, 0).repeat(8, 1)
+    texture = np.kron(rng.random((6, 6, 3)) > 0.5, np.ones((6, 6, 1))) * np.array([200, 40, 40]) + 30
+    occluder = np.kron(rng.random((14, 16, 3)) > 0.5, np.ones((8, 8, 1))) * np.array([60, 200, 90]) + 20
+    frames, truths = [], []
+    for t in range(n):
+        img = background.copy()
+        y, x = 50, 40 + 3 * t
+        img[y : y + 36, x : x + 36] = texture
+        mask = np.zeros((H, W), bool)
+        mask[y : y + 36, x : x + 36] = True
+        if t in hide:
+            img[20:132, 20:148] = occluder[:112, :128]
+            mask[:] = False
+        frames.append(img.clip(0, 255).astype(np.uint8))
+        truths.append(mask)
+    return np.stack(frames), truths
+
+
+def test_confident_policy_writes_no_ghost_and_finds_the_object_again(model):
+    """Behind a full occluder the object is judged absent (no mask, no memory of the occluder),
+    and it is found again when the occluder goes; the plain policy paints a ghost there instead."""
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.policies import ConfidentPolicy, SAM2Policy
+
+    hide = range(8, 16)
+    frames, truths = hidden_video(hide=hide)
+    runs = {}
+    for name in ("sam2", "confident"):
+        session = open_session(model, frames, InferenceConfig(memory_policy=name))
+        session.add_mask(0, 1, truths[0])
+        admitted, areas, j = set(), {}, {}
+        for r in session.propagate():
+            mask = r.masks[0].numpy()
+            areas[r.frame_idx] = mask.sum() / truths[0].sum()
+            j[r.frame_idx] = region_similarity(mask, truths[r.frame_idx]) if truths[r.frame_idx].any() else None
+            admitted |= set(session._recent)
+        runs[name] = (admitted, areas, j)
+    admitted, areas, j = runs["confident"]
+    assert all(areas[t] < 0.05 for t in hide), {t: round(areas[t], 3) for t in hide}
+    assert not admitted & set(hide), "a frame where the object was hidden entered memory"
+    assert max(j[t] for t in range(16, 19)) >= 0.7 and min(j[t] for t in range(19, 24)) >= 0.7, j
+    plain_ghost = np.mean([runs["sam2"][1][t] for t in hide])
+    assert plain_ghost > 0.1, f"the test needs a ghost under the plain policy (area {plain_ghost:.2f})"
+    assert open_session(model, frames).policy == SAM2Policy(), "featmatch's default: every frame"
+    assert open_session(model, frames, InferenceConfig(memory_policy="confident")).policy == ConfidentPolicy()
+    assert ConfidentPolicy().present(FrameSignals(1.0, confidence=0.5, reference=0.9)) is False
+    assert ConfidentPolicy().present(FrameSignals(1.0, confidence=0.8, reference=0.9)) is True
+
+
+def test_resume_is_exact_with_the_confident_policy_and_hidden_frames(model):
+    from maskvos.inference.config import InferenceConfig
+
+    frames, truths = hidden_video()
+    config = InferenceConfig(memory_policy="confident")
+    full = FeatMatchSession(model, frames, config)
+    full.add_mask(0, 1, truths[0])
+    expected = [r.mask_logits for r in full.propagate()]
+    for stop in (9, 15):
+        first = FeatMatchSession(model, frames, config)
+        first.add_mask(0, 1, truths[0])
+        for _ in first.propagate(end=stop):
+            pass
+        resumed = FeatMatchSession(model, frames, config)
+        resumed.load_state_dict(first.state_dict())
+        for r in resumed.propagate(start=stop + 1):
+            assert torch.equal(r.mask_logits, expected[r.frame_idx]), (stop, r.frame_idx)
+
+
+@pytest.mark.parametrize("shape, k", [((7, 5000), 10), ((3, 4, 1601), 10), ((5, 30), 10), ((2, 100000), 1)])
+def test_group_topk_and_chunked_matmul_topk_equal_torch(shape, k):
+    from maskvos.backends.featmatch_kernels import matmul_topk, topk
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    values, idx = topk(x, k)
+    want = x.topk(k, dim=-1)
+    assert torch.equal(values, want.values) and torch.equal(x.gather(-1, idx), values)
+    q, keys = torch.randn(300, 16), torch.randn(16, 7000)
+    top, cols = matmul_topk(q, keys, k)
+    assert torch.allclose(top, (q @ keys).topk(k, dim=1).values, atol=1e-5)
+    assert torch.allclose((q @ keys).gather(1, cols), top, atol=1e-5)

@@ -56,3 +56,44 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert code == 2 and err.startswith("maskvos: error: ") and "Traceback" not in err
     code = main(["eval-run", str(data), "--model", "featmatch", "--out", str(tmp_path / "p"), "--sequences", "nope"])
     assert code == 2 and "Sequence 'nope' is not in" in capsys.readouterr().err
+
+
+def test_stress_then_eval_run_with_policy_smoothing_and_stability(tmp_path, capsys):
+    """What a user runs: `maskvos stress`, a run of the stress set with the confident policy and
+    temporal smoothing (the library call `eval-run` makes, at a small working size to stay fast),
+    then `maskvos eval --stability` on the predictions."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from maskvos.backends.featmatch import FeatMatchConfig, FeatMatchModel
+    from maskvos.eval.run import run_dataset
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.temporal import temporal_chain
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_stress import make_dataset
+
+    data = make_dataset(tmp_path / "data", {"alpha": 22, "beta": 22})
+    stress = tmp_path / "stress"
+    assert main(["stress", str(data), "--out", str(stress), "--occlusion", "5", "--distractor", "--seed", "3",
+                 "--sequences", "alpha"]) == 0
+    out = capsys.readouterr().out
+    assert "stress set in" in out and "1 occlusion" in out and "1 distractor" in out and "1 plain" in out
+    index = json.loads((stress / "stress.json").read_text())
+    assert index["seed"] == 3 and index["occlusion"] == [5] and set(index["sequences"]) == {"alpha", "alpha_occ5", "alpha_dis"}
+    pred = tmp_path / "pred"
+    model = FeatMatchModel(FeatMatchConfig(scale=2.0))
+    run = run_dataset(stress, model, pred, config=InferenceConfig(memory_policy="confident"),
+                      postprocessors=lambda: temporal_chain(max_hole_area=4))
+    assert run.frames == 3 * 22
+    assert main(["eval", "--gt", str(stress), "--pred", str(pred), "--stability"]) == 0
+    printed = capsys.readouterr().out
+    assert "occ5" in printed and "distractor" in printed and "flicker" in printed.lower()
+    # The tracking options are refused in one sentence before any work.
+    assert main(["eval-run", str(stress), "--model", "featmatch", "--out", str(tmp_path / "p2"),
+                 "--temporal-smoothing", "k=x"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a whole number" in err and "Traceback" not in err and not (tmp_path / "p2").exists()
+    assert main(["eval-run", str(stress), "--model", "featmatch", "--out", str(tmp_path / "p3"), "--resolution", "512"]) == 2
+    assert "does not use --resolution" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from maskvos.inference.memory_bank import (
 )
 from maskvos.inference.policies import (
     POLICY_NAMES,
+    ConfidentPolicy,
     FrameSignals,
     MemoryPlan,
     MemoryPolicy,
@@ -208,7 +209,8 @@ def test_outputs_not_admitted_are_never_selected_and_not_taken_for_evicted():
 
 # ------------------------------------------------------------------------------------------ configuration
 def test_policies_by_name_and_as_objects():
-    assert POLICY_NAMES == ("sam2",)
+    assert POLICY_NAMES == ("sam2", "confident")
+    assert get_policy("confident") == ConfidentPolicy()
     assert get_policy("sam2") == SAM2Policy()
     config = InferenceConfig()
     assert config.memory_policy == SAM2Policy() and "memory_policy=SAM2Policy()" in repr(config)
@@ -221,7 +223,7 @@ def test_policies_by_name_and_as_objects():
 @pytest.mark.parametrize(
     "policy, message",
     [
-        ("nope", "Memory policy 'nope' is unknown; use one of sam2."),
+        ("nope", "Memory policy 'nope' is unknown; use one of sam2, confident."),
         (3, "is neither a policy name nor a MemoryPolicy"),
     ],
 )
@@ -344,3 +346,130 @@ def test_saved_state_keeps_admission_and_evictions(model, tmp_path):
     assert [r.frame_idx for r in rest] == list(range(41, 50))
     for r in rest:
         assert torch.equal(r.mask_logits, expected[r.frame_idx])
+
+
+# ------------------------------------------------------------------------------------------ confident
+def test_confident_admission_rule():
+    policy = ConfidentPolicy(min_object_score=0.0, min_iou=0.5, min_confidence=0.6)
+    assert policy.admits(FrameSignals(2.0, iou=0.5))
+    assert not policy.admits(FrameSignals(2.0, iou=0.49)), "a low predicted IoU stays out"
+    assert not policy.admits(FrameSignals(0.0, iou=0.99)), "an object judged absent writes no memory"
+    assert not policy.admits(FrameSignals(-3.0, confidence=0.9))
+    assert policy.admits(FrameSignals(1.0, confidence=0.6)) and not policy.admits(FrameSignals(1.0, confidence=0.59))
+    assert policy.admits(FrameSignals(0.1)), "signals an engine lacks do not count against a frame"
+    with pytest.raises(ConfigError, match="scan 0 is not supported"):
+        ConfidentPolicy(scan=0)
+
+
+@pytest.mark.parametrize("scan", [None, 15, 3])
+def test_confident_selection_takes_the_most_recent_memories(scan):
+    rng = np.random.default_rng(0 if scan is None else scan)
+    policy = ConfidentPolicy(scan=scan)
+    window = MemoryWindow(7, 1, 16, num_frames=80)
+    for _ in range(20):
+        memories = {t for t in range(80) if rng.random() < 0.4}
+        for frame_idx in range(80):
+            for reverse in (False, True):
+                plan = policy.select(window, frame_idx, reverse, [0], memories)
+                before = [t for t in memories if (t > frame_idx if reverse else t < frame_idx)]
+                if scan is not None:
+                    before = [t for t in before if abs(t - frame_idx) <= scan]
+                want = sorted(before, key=lambda t: abs(t - frame_idx))[:6]
+                recent = [(t, t_pos) for t, t_pos, is_prompted in plan.spatial if not is_prompted]
+                assert recent == [(t, 6 - i) for i, t in enumerate(want)], (frame_idx, reverse)
+                assert (0, 0, True) in plan.spatial, "the prompted frame always stays"
+                assert all(t in memories for t, _, p in plan.pointers if not p)
+
+
+@pytest.mark.parametrize("scan", [None, 15])
+def test_confident_policy_has_the_window_property(scan):
+    rng = np.random.default_rng(1)
+    window = MemoryWindow(7, 1, 16, num_frames=80)
+    policy = ConfidentPolicy(scan=scan)
+    for _ in range(5):
+        memories = {t for t in range(80) if rng.random() < 0.3}
+        for k in range(0, 80, 3):
+            for reverse in (False, True):
+                at_start = policy.reach(window, k, reverse, [], memories)
+                step = -1 if reverse else 1
+                for f in range(k + step, k + 40 * step, step):
+                    if not 0 <= f < 80:
+                        break
+                    reached = policy.reach(window, f, reverse, [], memories)
+                    before = {t for t in reached if (t > k if reverse else t < k)}
+                    assert before <= at_start, (k, f, reverse, before - at_start)
+
+
+def test_confident_eviction_keeps_what_selection_reaches():
+    """With frames left out of memory, eviction still never takes what a later frame selects: plans
+    equal those of a bank that keeps everything, and the bank stays bounded."""
+    window = MemoryWindow(7, 1, 16, num_frames=200)
+    policy = ConfidentPolicy()
+    bank = bank_with_prompt(window, policy)
+    full = bank_with_prompt(window, policy, keep_all=True)
+    rng = np.random.default_rng(3)
+    for t in range(1, 190):
+        bank.evict(t, False)
+        assert bank.plan(1, t, False) == full.plan(1, t, False), t
+        if t == 100:  # 60 frames into the bad spell: the last confident memories, from before it
+            recent = [f for f, _, is_prompted in bank.plan(1, t, False).spatial if not is_prompted]
+            assert len(recent) == 6 and all(f < 40 for f in recent), recent
+        iou = 0.9 if (t < 40 or t > 120) and rng.random() < 0.8 else 0.1  # frames 40..120: a long bad spell
+        for b in (bank, full):
+            b.admit(t, False, [(1, fake_entry(iou))], encode)
+        # Bounded, whatever the length: 6 spatial slots and 15 recent pointers of the next frame, as
+        # many for a pass starting at the prompt (either direction), and the frame just admitted.
+        assert sum(e.is_memory for e in bank.objects[1].tracked.values()) <= 2 * (6 + 15) + 1
+
+
+def _absent_after_prompt(model, policy, video):
+    session = VideoSession(model, video, InferenceConfig(resolution=64, memory_policy=policy))
+    session.add_mask(0, 1, square())
+    head = model.sam_mask_decoder.pred_obj_score_head.layers[2].bias
+    saved = head.detach().clone()
+    with torch.no_grad():
+        head.fill_(-5.0)  # every tracked frame: the object is judged absent
+    try:
+        results = list(session.propagate())
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+    return session, results
+
+
+def test_an_absent_object_writes_no_memory(model):
+    video = frames(10)
+    session, results = _absent_after_prompt(model, ConfidentPolicy(), video)
+    assert all(float(r.object_scores[0]) <= 0 for r in results[1:]), "the test needs an absent object"
+    tracked = session.bank.objects[1].tracked
+    assert tracked and all(not e.is_memory and e.mem_feats is None for e in tracked.values())
+    for t in range(1, 10):
+        assert not session.bank.plan(1, t, False).tracked_frames, "only the prompt is attended to"
+    plain, _ = _absent_after_prompt(model, SAM2Policy(), video)
+    assert any(e.is_memory for e in plain.bank.objects[1].tracked.values()), "SAM2's rule admits absent frames"
+
+
+def test_confident_policy_leaves_low_iou_frames_out_and_resumes_exactly(model, tmp_path):
+    video = frames(30)
+    probe = Recording()
+    base = VideoSession(model, video, InferenceConfig(resolution=64, memory_policy=probe))
+    base.add_mask(0, 1, square())
+    list(base.propagate())
+    threshold = float(np.median([s.iou for s in probe.seen]))
+    config = InferenceConfig(resolution=64, memory_policy=ConfidentPolicy(min_iou=threshold))
+    full = VideoSession(model, video, config)
+    full.add_mask(0, 1, square())
+    expected = [r.mask_logits for r in full.propagate()]
+    entries = full.bank.objects[1].tracked.values()
+    assert any(not e.is_memory for e in entries) and any(e.is_memory for e in entries)
+    for e in entries:
+        assert e.is_memory == (e.signals.object_score > 0 and e.signals.iou >= threshold)
+    first = VideoSession(model, video, config)
+    first.add_mask(0, 1, square())
+    for _ in first.propagate(end=17):
+        pass
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = VideoSession(model, video, config)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    for r in resumed.propagate(start=18):
+        assert torch.equal(r.mask_logits, expected[r.frame_idx]), r.frame_idx

@@ -20,7 +20,7 @@ from maskvos.inference.postprocess import PostChain
 from maskvos.io.files import atomic_path
 
 #: Bumped whenever what a state file holds changes; older files are refused.
-STATE_VERSION = 2
+STATE_VERSION = 3
 STATE_DIR = ".maskvos"
 
 

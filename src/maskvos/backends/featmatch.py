@@ -14,8 +14,9 @@ label, so the objects never overlap.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from maskvos.backends.featmatch_kernels import matmul_topk as _matmul_topk
 from maskvos.backends.featmatch_window import EXCLUDED as _EXCLUDED
 from maskvos.backends.featmatch_window import WindowMemory as _WindowMemory
 from maskvos.backends.lite0 import MEAN, STD, load_lite0
@@ -32,13 +34,18 @@ from maskvos.inference.api import FrameResult, Pass, SessionBase, SessionError, 
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache
 from maskvos.inference.objects import ObjectRegistry
-from maskvos.inference.policies.base import FrameSignals
+from maskvos.inference.policies import FrameSignals, MemoryPolicy, MemoryWindow
 from maskvos.inference.prompts import PromptError, check_mask
 from maskvos.io.frames import FrameSource, open_source
 from maskvos.model.sam2 import MASK_PROMPT_BIAS, MASK_PROMPT_SCALE
 
 NAME = "featmatch"
 _EPS = 1e-4
+#: The presence logit of an object with no pixel at all (probabilities are clamped to _EPS).
+_ABSENT_SCORE = math.log(_EPS / (1 - _EPS))
+#: A tracked frame's confidence is compared with the best of the frames admitted within this many
+#: frames before it (long enough that an occluder sliding in over a few frames shows as a drop).
+_REFERENCE_FRAMES = 15
 #: Prompt-frame background within this many cells of an object is kept at full density.
 _BACKGROUND_MARGIN = 6
 #: An object whose previous-frame mass is below this fraction of its prompted mass counts as lost.
@@ -194,6 +201,9 @@ def _export_to_onnxruntime(net: nn.Module, height: int, width: int):
 
     import onnxruntime as ort
 
+    from maskvos.backends.lite0 import prepare_onnx_export
+
+    prepare_onnx_export(net)  # stride-2 convolutions export with their padding, no Pad op
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -216,11 +226,20 @@ def _export_to_onnxruntime(net: nn.Module, height: int, width: int):
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """What matching a frame against memory gives."""
+
+    probs: torch.Tensor  # (L, N) soft labels
+    likeness: torch.Tensor | None  # (objects, N) best affinity to each prompted object's cells
+
+
 @dataclass(eq=False)
 class _Memory:
     frame_idx: int
     keys: torch.Tensor  # (C, N)
     probs: torch.Tensor  # (1 + objects, N)
+    slot: int = -1  # the window slot of a recent memory
 
 
 class FeatMatchSession(SessionBase):
@@ -238,6 +257,7 @@ class FeatMatchSession(SessionBase):
         prefetch depth; the SAM2-only settings are refused by `maskvos.backends.open_session`."""
         self.model = model.eval()
         self.config = config or InferenceConfig()
+        self.policy: MemoryPolicy = self.config.memory_policy
         self.match = model.config
         self.frames = FrameCache(
             open_source(source), model.encode, cache_size=self.config.feature_cache, prefetch_depth=self.config.prefetch
@@ -245,8 +265,14 @@ class FeatMatchSession(SessionBase):
         self.objects = ObjectRegistry()
         self._prompts: dict[int, dict[int, np.ndarray]] = {}  # frame -> {obj_id: mask}
         self._prompt_memory: dict[int, _Memory] = {}
-        self._recent: deque[_Memory] = deque(maxlen=max(self.match.recent_frames, 1))
-        self._window: _WindowMemory | None = None  # the recent frames laid out for matching
+        #: The recent memories the policy keeps (at most `recent_frames`), by frame.
+        self._recent: dict[int, _Memory] = {}
+        self._capacity = max(self.match.recent_frames, 1)
+        self._window: _WindowMemory | None = None  # the recent frames laid out for matching, by slot
+        self._previous: tuple[int, torch.Tensor] | None = None  # (frame, soft labels (L, N)) tracked last
+        #: (frame, each object's confidence (NaN: none)) of the tracked frames admitted within
+        #: _REFERENCE_FRAMES frames of the last one admitted: what a sudden drop is measured against.
+        self._confidences: list[tuple[int, torch.Tensor]] = []
         self._prompt_cache = None  # ((frames, labels), (keys, labels, mass)) of the prompted frames
         self._basis: torch.Tensor | None = None  # (key_dims, C) projection of the keys
         self._new_prompt_frames: set[int] = set()
@@ -277,8 +303,12 @@ class FeatMatchSession(SessionBase):
         slot = self.objects.remove(obj_id)
         for prompts in self._prompts.values():
             prompts.pop(obj_id, None)
-        for mem in [*self._prompt_memory.values(), *self._recent]:
+        for mem in [*self._prompt_memory.values(), *self._recent.values()]:
             mem.probs = torch.cat([mem.probs[: slot + 1], mem.probs[slot + 2 :]])
+        self._confidences = [(t, torch.cat([c[:slot], c[slot + 1 :]])) for t, c in self._confidences]
+        if self._previous is not None:
+            t, probs = self._previous
+            self._previous = (t, torch.cat([probs[: slot + 1], probs[slot + 2 :]]))
         self._window = self._prompt_cache = None
 
     # ------------------------------------------------------------------ propagation
@@ -294,21 +324,26 @@ class FeatMatchSession(SessionBase):
             if self._last != (first - step, step):
                 self._recent.clear()
                 self._window = None
+                self._previous = None
+                self._confidences.clear()
             for frame_idx, frame in self.frames.iterate(first, stop, reverse):
-                result = self._step(frame_idx, frame)
+                result = self._step(frame_idx, frame, reverse)
                 self._last = (frame_idx, step)
                 if not (p.skip_start and frame_idx == first):
                     yield result
 
-    def _step(self, frame_idx: int, frame: np.ndarray) -> FrameResult:
+    def _step(self, frame_idx: int, frame: np.ndarray, reverse: bool = False) -> FrameResult:
         keys = self.frames.features(frame_idx, frame)
         c, h, w = keys.shape
         keys = self._project(keys.view(c, h * w))
         c = keys.shape[0]
         num_labels = 1 + len(self.objects)
-        best_affinity = None
+        signals = None
         if self._recent or any(t != frame_idx for t in self._prompt_memory):
-            probs, best_affinity = self._read(keys, h, w, num_labels, frame_idx)
+            reading = self._read(keys, h, w, num_labels, frame_idx)
+            probs = reading.probs
+            signals = self._signals(reading)
+            probs, signals = self._judge_presence(probs, signals)
         else:
             probs = torch.zeros(num_labels, h * w)
             probs[0] = 1.0
@@ -318,33 +353,108 @@ class FeatMatchSession(SessionBase):
             full, probs = self._apply_prompts(full, prompts, h, w)
             self._prompt_memory[frame_idx] = _Memory(frame_idx, keys, probs)
             self._prompt_cache = None
-        if self.match.recent_frames > 0 and (prompts or self._admits(probs, best_affinity)):
-            # A frame takes window slot frame_idx % capacity. The recent frame holding that slot
-            # goes: the oldest one in a run of consecutive frames, and another one where the memory
-            # policy left a frame out, so the window and the deque always hold the same frames.
-            capacity = self._recent.maxlen
-            for mem in [m for m in self._recent if m.frame_idx % capacity == frame_idx % capacity]:
-                self._recent.remove(mem)
-            self._recent.append(_Memory(frame_idx, keys, probs))
-            if self._window is not None and self._window.labels == num_labels:
-                self._window.add(frame_idx, keys.view(c, h, w), probs.view(num_labels, h, w))
+        admitted = bool(prompts) or self._admits(signals)
+        if self.match.recent_frames > 0:
+            mem = _Memory(frame_idx, keys, probs) if admitted else None
+            self._remember(mem, frame_idx, reverse, (c, h, w))
+        if admitted and signals is not None and not prompts:
+            values = [math.nan if g.confidence is None or g.object_score <= _ABSENT_SCORE else g.confidence for g in signals]
+            self._confidences.append((frame_idx, torch.tensor(values, dtype=torch.float64)))
+            self._confidences = [e for e in self._confidences if e[1].isfinite().any()]
+            # An object's reference: its values within _REFERENCE_FRAMES frames of the last frame it
+            # was seen on, however long it then stays hidden; older entries go.
+            last = self._last_seen()
+            self._confidences = [
+                (t, v) for t, v in self._confidences
+                if any(bool(v[i].isfinite()) and abs(last[i] - t) < _REFERENCE_FRAMES for i in range(len(v)))
+            ]
+        self._previous = (frame_idx, probs)
         return self._result(frame_idx, full)
 
-    def _admits(self, probs: torch.Tensor, best_affinity: torch.Tensor | None) -> bool:
-        """Whether the memory policy admits this tracked frame as a recent memory: every object's
-        signals (presence logit of its most likely cell, matching confidence) must pass."""
-        if best_affinity is None:
-            return True
-        confidence = best_affinity.clamp(0, 1)
-        for obj_probs in probs[1:]:
+    def _memory_window(self) -> MemoryWindow:
+        """featmatch's recent frames as the policy sees them: `recent_frames` slots, no pointers."""
+        return MemoryWindow(num_maskmem=self.match.recent_frames + 1, stride=1, max_pointers=1, num_frames=self.num_frames)
+
+    def _remember(self, mem: _Memory | None, frame_idx: int, reverse: bool, shape: tuple[int, int, int]) -> None:
+        """Keep what the memory policy selects for the next frame of the pass: the admitted frame
+        `mem` (None: not admitted) and the recent memories it still reaches, at most `recent_frames`.
+        A new memory takes the window slot of one that went, so the window always holds exactly the
+        recent memories, and a session rebuilt from them lays them out as the original did."""
+        frames = set(self._recent) | ({frame_idx} if mem is not None else set())
+        step = -1 if reverse else 1
+        keep = self.policy.retained(self._memory_window(), frame_idx + step, reverse, (), frames)
+        keep = set(sorted(keep, key=lambda t: abs(t - frame_idx))[: self._capacity])
+        gone = [t for t in self._recent if t not in keep]
+        freed = sorted(self._recent.pop(t).slot for t in gone)
+        if mem is None or frame_idx not in keep:
+            if gone:
+                self._window = None  # a slot went without a successor: lay the window out afresh
+            return
+        used = {m.slot for m in self._recent.values()}
+        mem.slot = freed[0] if freed else min(set(range(self._capacity)) - used)
+        self._recent[frame_idx] = mem
+        if len(freed) > 1:
+            self._window = None
+        elif self._window is not None and self._window.labels == mem.probs.shape[0]:
+            c, h, w = shape
+            self._window.add(mem.slot, mem.keys.view(c, h, w), mem.probs.view(-1, h, w))
+
+    def _signals(self, reading: _Reading) -> list[FrameSignals]:
+        """Each object's signals on a tracked frame: presence (the logit of its most likely cell) and
+        confidence (its likeness to the prompted object: the best affinity of its cells to the
+        object's prompted cells, weighted by their probability of being the object)."""
+        out = []
+        for i, obj_probs in enumerate(reading.probs[1:]):
             mass = obj_probs.sum()
-            signals = FrameSignals(
-                object_score=float(torch.logit(obj_probs.max(), eps=_EPS)),
-                confidence=float((confidence * obj_probs).sum() / mass) if mass > _EPS else None,
-            )
-            if not self.config.memory_policy.admits(signals):
-                return False
-        return True
+            confidence = None
+            if reading.likeness is not None and mass > _EPS:
+                confidence = float((reading.likeness[i] * obj_probs).sum() / mass)
+            reference = self._reference(i)
+            out.append(FrameSignals(float(torch.logit(obj_probs.max(), eps=_EPS)), confidence=confidence, reference=reference))
+        return out
+
+    def _last_seen(self) -> dict[int, int]:
+        """Each object slot's last frame with a confidence in the reference list."""
+        last: dict[int, int] = {}
+        for t, values in self._confidences:  # in the order the frames were tracked
+            for i in range(len(values)):
+                if bool(values[i].isfinite()):
+                    last[i] = t
+        return last
+
+    def _reference(self, i: int) -> float | None:
+        """The best confidence of object slot `i` within _REFERENCE_FRAMES frames of the last frame it
+        was seen on (None before it has been seen on a tracked frame)."""
+        seen = [(t, float(v[i])) for t, v in self._confidences if i < len(v) and bool(v[i].isfinite())]
+        if not seen:
+            return None
+        last = seen[-1][0]
+        return max(c for t, c in seen if abs(last - t) < _REFERENCE_FRAMES)
+
+    def _judge_presence(self, probs: torch.Tensor, signals: list[FrameSignals]) -> tuple[torch.Tensor, list[FrameSignals]]:
+        """Objects the memory policy judges absent (`MemoryPolicy.present`) lose their labels to the
+        background: no ghost mask, no memory of them, and the next frame searches every cell for them
+        (an object below a tenth of its prompted size is looked for everywhere)."""
+        absent = [i for i, sig in enumerate(signals) if not self.policy.present(sig)]
+        if not absent:
+            return probs, signals
+        probs = probs.clone()
+        for i in absent:
+            probs[0] += probs[i + 1]
+            probs[i + 1] = 0.0
+            signals[i] = dataclasses.replace(signals[i], object_score=_ABSENT_SCORE)
+        return probs, signals
+
+    def _admits(self, signals: list[FrameSignals] | None) -> bool:
+        """Whether the memory policy admits this tracked frame as a recent memory. The memory holds
+        every object's labels: each object judged present must pass, and one at least must be
+        present (an object judged absent does not keep the others' memory out, and writes none of
+        itself when alone)."""
+        if signals is None:
+            return True
+        policy = self.policy
+        present = [s for s in signals if s.object_score > _ABSENT_SCORE]
+        return all(policy.admits(s) for s in present) and (bool(present) or all(policy.admits(s) for s in signals))
 
     def _project(self, keys: torch.Tensor) -> torch.Tensor:
         """Keys (C, N) onto the session's principal directions (fixed by the first frame seen)."""
@@ -356,18 +466,17 @@ class FeatMatchSession(SessionBase):
             self._basis = u[:, : min(dims, *keys.shape)].T.contiguous()
         return self._basis @ keys
 
-    def _read(self, keys: torch.Tensor, h: int, w: int, num_labels: int, frame_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft labels (L, N) of the query keys (C, N), and each cell's best affinity (N,): the top-k
-        candidates of the recent frames (windowed) and of the prompted frames (global) are merged
-        before the softmax."""
+    def _read(self, keys: torch.Tensor, h: int, w: int, num_labels: int, frame_idx: int) -> _Reading:
+        """Soft labels of the query keys (C, N), with each cell's likeness to the prompted objects: the top-k candidates of the recent frames (windowed) and of the prompted
+        frames (global) are merged before the softmax."""
         cfg = self.match
         k = cfg.top_k
         cand_aff, cand_val = [], []
         if self._recent:
             if self._window is None or self._window.labels != num_labels:
-                self._window = _WindowMemory(keys.shape[0], num_labels, h, w, cfg.window_radius, self._recent.maxlen, self.model.match_dtype)
-                for mem in self._recent:
-                    self._window.add(mem.frame_idx, mem.keys.view(-1, h, w), _pad_labels(mem.probs, num_labels).view(num_labels, h, w))
+                self._window = _WindowMemory(keys.shape[0], num_labels, h, w, cfg.window_radius, self._capacity, self.model.match_dtype)
+                for mem in self._recent.values():  # WindowMemory.add puts a frame in slot (index % capacity)
+                    self._window.add(mem.slot, mem.keys.view(-1, h, w), _pad_labels(mem.probs, num_labels).view(num_labels, h, w))
             top, val = self._window.read(keys.view(-1, h, w), k)
             cand_aff.append(top)
             cand_val.append(val)
@@ -376,8 +485,7 @@ class FeatMatchSession(SessionBase):
             mem_keys, mem_vals, prompted_mass = prompt
             rows = self._prompt_queries(h, w, num_labels, frame_idx, prompted_mass)
             q = keys.T if rows is None else keys.T[rows]
-            aff = q.to(mem_keys.dtype) @ mem_keys
-            top, idx = aff.topk(min(k, aff.shape[1]), dim=1)
+            top, idx = _matmul_topk(q.to(mem_keys.dtype), mem_keys, k)  # (q @ mem_keys).topk(k), in chunks
             top = top.float()
             val = mem_vals[idx]  # (n, k, L)
             if rows is not None:
@@ -385,6 +493,9 @@ class FeatMatchSession(SessionBase):
                 val = keys.new_zeros(h * w, val.shape[1], num_labels).index_copy_(0, rows, val)
             cand_aff.append(top)
             cand_val.append(val)
+            likeness = _likeness(top, val)
+        else:
+            likeness = None
         aff = torch.cat(cand_aff, dim=1)
         vals = torch.cat(cand_val, dim=1)
         if aff.shape[1] > k:
@@ -392,7 +503,7 @@ class FeatMatchSession(SessionBase):
             vals = vals.gather(1, idx.unsqueeze(-1).expand(-1, -1, num_labels))
         weights = torch.softmax(aff / cfg.temperature, dim=1)  # (N, k)
         # Contiguous (L, N): upsampling the transposed layout einsum gives is 9x slower (45 labels, 1080p).
-        return torch.einsum("nkl,nk->ln", vals, weights).contiguous(), aff.max(dim=1).values
+        return _Reading(torch.einsum("nkl,nk->ln", vals, weights).contiguous(), likeness)
 
     def _prompt_bank(self, frame_idx: int, num_labels: int, h: int, w: int):
         """Keys (C, M) and labels (M, L) of the prompted frames other than `frame_idx`, with their
@@ -423,9 +534,9 @@ class FeatMatchSession(SessionBase):
         the objects on the previous frame; None (every cell) when there is no previous frame, no
         margin, or an object has shrunk below a tenth of its prompted size (it may be anywhere)."""
         margin = self.match.prompt_margin
-        if margin is None or not self._recent or self._recent[-1].frame_idx == frame_idx:
+        if margin is None or self._previous is None or self._previous[0] == frame_idx:
             return None
-        prev = _pad_labels(self._recent[-1].probs, num_labels)[1:]  # (objects, N)
+        prev = _pad_labels(self._previous[1], num_labels)[1:]  # (objects, N)
         if prev.shape[0] == 0:
             return None
         if bool((prev.sum(1) < _LOST_FRACTION * prompted_mass).any()):
@@ -463,13 +574,15 @@ class FeatMatchSession(SessionBase):
     # ------------------------------------------------------------------ saving
     def state_dict(self) -> dict:
         def mem(m: _Memory) -> dict:
-            return {"frame_idx": m.frame_idx, "keys": m.keys, "probs": m.probs}
+            return {"frame_idx": m.frame_idx, "keys": m.keys, "probs": m.probs, "slot": m.slot}
 
         return {
             "obj_ids": self.obj_ids,
             "prompts": {prompt_state_key(o, t): torch.from_numpy(m) for t, ps in self._prompts.items() for o, m in ps.items()},
             "prompt_memory": [mem(m) for m in self._prompt_memory.values()],
-            "recent": [mem(m) for m in self._recent],
+            "recent": [mem(m) for m in self._recent.values()],
+            "previous": None if self._previous is None else {"frame_idx": self._previous[0], "probs": self._previous[1]},
+            "confidences": [{"frame_idx": t, "values": v} for t, v in self._confidences],
             "new_prompt_frames": sorted(self._new_prompt_frames),
             "basis": self._basis,
             "last": None if self._last is None else list(self._last),
@@ -497,14 +610,25 @@ class FeatMatchSession(SessionBase):
             o, t = parse_prompt_state_key(key)
             self._prompts.setdefault(t, {})[o] = mask.numpy().astype(bool)
         self._prompt_memory = {int(m["frame_idx"]): _Memory(int(m["frame_idx"]), m["keys"], m["probs"]) for m in state["prompt_memory"]}
-        self._recent.clear()
-        for m in state["recent"]:
-            self._recent.append(_Memory(int(m["frame_idx"]), m["keys"], m["probs"]))
+        self._recent = {
+            int(m["frame_idx"]): _Memory(int(m["frame_idx"]), m["keys"], m["probs"], int(m["slot"]))
+            for m in state["recent"]
+        }
+        previous = state.get("previous")
+        self._previous = None if previous is None else (int(previous["frame_idx"]), previous["probs"])
+        self._confidences = [(int(c["frame_idx"]), c["values"]) for c in state.get("confidences", [])]
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
         self._window = self._prompt_cache = None
         self._basis = basis
         last = state.get("last")
         self._last = None if last is None else (int(last[0]), int(last[1]))
+
+def _likeness(top: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
+    """How much each cell looks like each object of a memory: its best affinity to a cell of that
+    object among its top-k candidates (N, k) with labels (N, k, L), 0 where none is the object's;
+    (objects, N)."""
+    return (top.unsqueeze(-1) * (val[..., 1:] > 0.5)).amax(dim=1).clamp(min=0).T
+
 
 def _label_map(probs: torch.Tensor) -> torch.Tensor:
     """Index of the most likely label per pixel (ties to the lower index); a running maximum, several

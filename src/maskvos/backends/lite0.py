@@ -44,8 +44,16 @@ class SameConv(nn.Conv2d):
         sh, sw = self.stride
         ph = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        if ph % 2 == 0 and pw % 2 == 0:
+            # Symmetric: the convolution pads. No Pad op in the ONNX graph: ONNX Runtime converts
+            # its blocked layout back and forth around a Pad, which cost as much as the convolutions.
+            return F.conv2d(x, self.weight, self.bias, self.stride, (ph // 2, pw // 2), self.dilation, self.groups)
+        shifted = getattr(self, "_shifted_weight", None)
+        if shifted is not None and torch.onnx.is_in_onnx_export() and ph % 2 and pw % 2:
+            # One more on the far side (stride 2, even size): a kernel one larger with a zero first
+            # row and column under symmetric padding gives the same sums, and no Pad op either.
+            return F.conv2d(x, shifted, self.bias, self.stride, (ph // 2 + 1, pw // 2 + 1), self.dilation, self.groups)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
@@ -99,6 +107,15 @@ class Lite0Features(nn.Module):
             if idx in wanted:
                 out[wanted[idx]] = x
         return out
+
+
+def prepare_onnx_export(module: nn.Module) -> None:
+    """Give each `SameConv` of `module` the constant kernel its ONNX export uses where the padding is
+    one larger on the far side (see `SameConv.forward`); computed here, outside the trace, so the
+    exported Conv has a constant kernel of known shape."""
+    for conv in module.modules():
+        if isinstance(conv, SameConv):
+            conv._shifted_weight = F.pad(conv.weight.detach(), [1, 0, 1, 0])
 
 
 def weights_path() -> Path:

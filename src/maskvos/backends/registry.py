@@ -32,7 +32,7 @@ SessionModel = Union[SAM2Model, FeatMatchModel]
 SourceLike = Union[str, os.PathLike, FrameSource, np.ndarray, Iterable[np.ndarray]]
 
 #: Command-line spellings of the settings a user can give there (the others are Python-only).
-CLI_OPTIONS = {"resolution": "--resolution", "overlap": "--overlap"}
+CLI_OPTIONS = {"resolution": "--resolution", "overlap": "--overlap", "memory_policy": "--memory-policy"}
 
 
 @dataclass(frozen=True)

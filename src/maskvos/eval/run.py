@@ -18,6 +18,7 @@ from maskvos.backends import SessionModel
 from maskvos.eval.davis import EvalReport, evaluate_folders, resolve_annotations_dir
 from maskvos.eval.metrics import EvalError
 from maskvos.inference.config import InferenceConfig
+from maskvos.inference.postprocess import PostProcessor
 from maskvos.io.frames import ImageFolderSource
 
 
@@ -42,8 +43,12 @@ def run_dataset(
     config: InferenceConfig | None = None,
     model_name: str = "",
     on_sequence: Callable[[str, int, float], None] | None = None,
+    postprocessors: Callable[[], Sequence[PostProcessor]] | Sequence[PostProcessor] = (),
 ) -> DatasetRun:
-    """Segment the sequences of `dataset` (`JPEGImages/<seq>/`, `Annotations/<seq>/`) and evaluate them."""
+    """Segment the sequences of `dataset` (`JPEGImages/<seq>/`, `Annotations/<seq>/`) and evaluate them.
+
+    `postprocessors` run between the session and the writers of every sequence (each sequence gets
+    them afresh: frozen steps keep what they hold outside their settings, and it is reset per pass)."""
     dataset = Path(dataset)
     images = dataset / "JPEGImages"
     if (images / "480p").is_dir():
@@ -73,6 +78,7 @@ def run_dataset(
             model_name=model_name,
             masks_subdir="",
             resume_hint=f"delete it (or pass another --out) to segment '{name}' afresh",
+            postprocessors=postprocessors() if callable(postprocessors) else postprocessors,
         )
         elapsed = time.perf_counter() - start
         frames_done += summary.frames_written

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from maskvos.errors import ConfigError
 from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
+from maskvos.inference.policies.confident import ConfidentPolicy
 from maskvos.inference.policies.sam2 import SAM2Policy
 
-_POLICIES: dict[str, type[MemoryPolicy]] = {SAM2Policy.name: SAM2Policy}
+_POLICIES: dict[str, type[MemoryPolicy]] = {SAM2Policy.name: SAM2Policy, ConfidentPolicy.name: ConfidentPolicy}
 #: The names `get_policy` knows.
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 
-__all__ = ["POLICY_NAMES", "FrameSignals", "MemoryPlan", "MemoryPolicy", "MemoryWindow", "SAM2Policy", "get_policy"]
+__all__ = ["POLICY_NAMES", "ConfidentPolicy", "FrameSignals", "MemoryPlan", "MemoryPolicy", "MemoryWindow", "SAM2Policy", "get_policy"]
 
 
 def get_policy(name: str) -> MemoryPolicy:

@@ -27,13 +27,18 @@ class FrameSignals:
         object_score: presence logit (> 0: the object is judged present).
         iou: the decoder's predicted IoU of the chosen mask (SAM2 family); None where the engine
             has none.
-        confidence: matching confidence in 0..1 (featmatch: the mean top-1 affinity of the
-            object's pixels); None where the engine has none.
+        confidence: matching confidence in 0..1 (featmatch: the object's likeness to its prompt,
+            the best affinity of its pixels to the prompted object's pixels); None where the engine
+            has none.
+        reference: the confidence the object had on its recent memories (featmatch: the highest
+            of its retained tracked memories), against which a sudden drop shows; None where there
+            is none yet.
     """
 
     object_score: float
     iou: float | None = None
     confidence: float | None = None
+    reference: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,12 @@ class MemoryPolicy(ABC):
 
     def admits(self, signals: FrameSignals) -> bool:
         """Whether a tracked frame with these signals becomes a memory (by default every frame)."""
+        return True
+
+    def present(self, signals: FrameSignals) -> bool:
+        """Whether the object counts as present on a tracked frame, for engines that have no presence
+        head of their own (featmatch: an object judged absent gets no mask and is searched for in
+        the whole frame). By default always: the engine's labels stand."""
         return True
 
     @abstractmethod

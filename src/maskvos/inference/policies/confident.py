@@ -1,0 +1,110 @@
+"""`ConfidentPolicy`: only confident frames become memories, so an occluder, a look-alike or a
+lost object is not written into memory, and the last confident memories are what the object is
+searched with when it comes back.
+
+Admission: a tracked frame enters memory only when the object is judged present (object score
+above `min_object_score`) and the engine's confidence is high enough: SAM2's predicted IoU at least
+`min_iou`, featmatch's matching confidence (the mean best affinity of the object's pixels) at least
+`min_confidence`. Prompted frames always stay (they are conditioning frames, never tracked ones).
+
+Selection: as SAM2 for the prompted frames and the object pointers; the recent-frame slots take the
+`num_maskmem - 1` most recent *admitted* frames, scanning back from the frame before (up to `scan`
+frames; None: however far back the last confident ones are), nearest first in the nearest slot. An
+object hidden for a while thus attends to its last confident memories and its prompts, never to the
+frames where it was absent, and SAM2's global memory attention can find it again anywhere in the
+frame. The scan keeps the window property (a later frame selects, of the frames before a pass's
+start, only the most recent of those the start selects), so retention and rebuilds stay exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from maskvos.errors import ConfigError
+from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
+from maskvos.inference.policies.sam2 import pointer_distances, select_prompted_frames
+
+
+@dataclass(frozen=True)
+class ConfidentPolicy(MemoryPolicy):
+    """Admit confident frames only; attend to the most recent admitted ones.
+
+    Attributes:
+        min_object_score: presence logit a frame must exceed (SAM2: > 0 means present).
+        min_iou: the decoder's predicted IoU a SAM2 frame needs (SAMURAI uses 0.5).
+        min_confidence: the matching confidence (0..1) a featmatch frame needs; below it featmatch
+            also judges the object absent (`present`).
+        min_relative: the least ratio of that confidence to the one of the object's recent memories
+            (`FrameSignals.reference`); below it the object is judged absent. featmatch's confidence
+            (the object's likeness to its prompt) drifts slowly as an object changes (0.83 to 0.40
+            over paragliding's 70 frames, a few per cent between neighbours) and drops by a quarter
+            or more within a few frames where an occluder is taken for it.
+        scan: frames scanned back for admitted memories; None scans without limit (the memories
+            kept are still at most `num_maskmem - 1` frames).
+    """
+
+    name: ClassVar[str] = "confident"
+    min_object_score: float = 0.0
+    min_iou: float = 0.5
+    min_confidence: float = 0.3
+    min_relative: float = 0.75
+    scan: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scan is not None and self.scan < 1:
+            raise ConfigError(f"ConfidentPolicy scan {self.scan} is not supported; use None (no limit) or 1 or more.")
+
+    def admits(self, signals: FrameSignals) -> bool:
+        if signals.object_score <= self.min_object_score:
+            return False
+        if signals.iou is not None and signals.iou < self.min_iou:
+            return False
+        return self.present(signals)
+
+    def present(self, signals: FrameSignals) -> bool:
+        """An object whose pixels look too little like the prompted object is judged absent (an
+        occluder or background taken for it): a matching confidence below `min_confidence`, or below
+        `min_relative` times the confidence of its recent memories (a sudden drop; a slow change of
+        appearance keeps the ratio near 1, as the memories follow it)."""
+        c = signals.confidence
+        if c is None:
+            return True
+        if c < self.min_confidence:
+            return False
+        return signals.reference is None or c >= self.min_relative * signals.reference
+
+    def select(
+        self,
+        window: MemoryWindow,
+        frame_idx: int,
+        reverse: bool,
+        prompted: Sequence[int],
+        memories: Collection[int],
+    ) -> MemoryPlan:
+        selected, _ = select_prompted_frames(frame_idx, prompted, window.max_prompted_frames)
+        spatial = [(t, 0, True) for t in selected]
+        for i, t in enumerate(self.recent_memories(frame_idx, reverse, memories, window.num_maskmem - 1)):
+            spatial.append((t, window.num_maskmem - 1 - i, False))
+        prompted_ptrs, recent_ptrs, max_distance = pointer_distances(
+            frame_idx,
+            selected,
+            window.num_frames,
+            max_pointers=window.max_pointers,
+            reverse=reverse,
+            signed=window.signed_pointers,
+        )
+        pointers = [(t, d, True) for t, d in prompted_ptrs]
+        pointers += [(t, d, False) for t, d in recent_ptrs if t in memories]
+        return MemoryPlan(tuple(spatial), tuple(pointers), max_distance)
+
+    def recent_memories(self, frame_idx: int, reverse: bool, memories: Collection[int], count: int) -> list[int]:
+        """The `count` admitted frames nearest before `frame_idx` in the tracking direction, nearest
+        first, within `scan` frames."""
+        sign = 1 if reverse else -1
+        if self.scan is not None:
+            near = [frame_idx + sign * d for d in range(1, self.scan + 1)]
+            return [t for t in near if t in memories][:count]
+        before = [t for t in memories if (t > frame_idx if reverse else t < frame_idx)]
+        return sorted(before, key=lambda t: abs(t - frame_idx))[:count]
