@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from maskvos.errors import ConfigError
 from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
-from maskvos.inference.policies.sam2 import pointer_distances, select_prompted_frames
+from maskvos.inference.policies.sam2 import plan_pointers, select_prompted_frames
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,7 @@ class ConfidentPolicy(MemoryPolicy):
         spatial = [(t, 0, True) for t in selected]
         for i, t in enumerate(self.recent_memories(frame_idx, reverse, memories, window.num_maskmem - 1)):
             spatial.append((t, window.num_maskmem - 1 - i, False))
-        prompted_ptrs, recent_ptrs, max_distance = pointer_distances(
-            frame_idx,
-            selected,
-            window.num_frames,
-            max_pointers=window.max_pointers,
-            reverse=reverse,
-            signed=window.signed_pointers,
-        )
-        pointers = [(t, d, True) for t, d in prompted_ptrs]
-        pointers += [(t, d, False) for t, d in recent_ptrs if t in memories]
+        pointers, max_distance = plan_pointers(window, frame_idx, reverse, selected, memories)
         return MemoryPlan(tuple(spatial), tuple(pointers), max_distance)
 
     def recent_memories(self, frame_idx: int, reverse: bool, memories: Collection[int], count: int) -> list[int]:

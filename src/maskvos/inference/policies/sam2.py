@@ -100,6 +100,34 @@ def pointer_distances(
     return prompted_ptrs, recent, max(limit - 1, 1)
 
 
+def plan_pointers(
+    window: MemoryWindow,
+    frame_idx: int,
+    reverse: bool,
+    selected: Sequence[int],
+    memories: Collection[int],
+    unselected: Collection[int] = (),
+) -> tuple[list[tuple[int, int, bool]], int]:
+    """The object pointers a frame attends to by SAM2's rule, as (frame index, distance,
+    is_prompted), and the distances' normaliser: those of the `selected` prompted frames, then the
+    recent frames within reach that hold a memory (or are prompted frames left `unselected`)."""
+    prompted_ptrs, recent_ptrs, max_distance = pointer_distances(
+        frame_idx,
+        selected,
+        window.num_frames,
+        max_pointers=window.max_pointers,
+        reverse=reverse,
+        signed=window.signed_pointers,
+    )
+    pointers = [(t, d, True) for t, d in prompted_ptrs]
+    for t, d in recent_ptrs:
+        if t in memories:
+            pointers.append((t, d, False))
+        elif t in unselected:
+            pointers.append((t, d, True))
+    return pointers, max_distance
+
+
 @dataclass(frozen=True)
 class SAM2Policy(MemoryPolicy):
     """SAM2's rules: admit every tracked frame; attend as `SAM2VideoPredictor` does.
@@ -125,18 +153,5 @@ class SAM2Policy(MemoryPolicy):
                 spatial.append((t, t_pos, False))
             elif t in unselected:
                 spatial.append((t, t_pos, True))
-        prompted_ptrs, recent_ptrs, max_distance = pointer_distances(
-            frame_idx,
-            selected,
-            window.num_frames,
-            max_pointers=window.max_pointers,
-            reverse=reverse,
-            signed=window.signed_pointers,
-        )
-        pointers = [(t, d, True) for t, d in prompted_ptrs]
-        for t, d in recent_ptrs:
-            if t in memories:
-                pointers.append((t, d, False))
-            elif t in unselected:
-                pointers.append((t, d, True))
+        pointers, max_distance = plan_pointers(window, frame_idx, reverse, selected, memories, unselected)
         return MemoryPlan(tuple(spatial), tuple(pointers), max_distance)
