@@ -160,6 +160,16 @@ class EvalReport:
         return cls(rows=rows, missing_frames=missing)
 
 
+def sequence_folders(annotations: Path) -> list[str]:
+    """The sequence subfolders of a ground-truth folder, in natural order."""
+    return sorted((p.name for p in annotations.iterdir() if p.is_dir()), key=natural_key)
+
+
+def no_sequences_error(annotations: Path) -> EvalError:
+    """The error for a ground-truth folder without sequence subfolders."""
+    return EvalError(f"Ground-truth folder '{annotations}' has no sequence subfolders; pass the DAVIS Annotations folder.")
+
+
 def resolve_annotations_dir(gt_dir: str | Path) -> Path:
     """`gt_dir` itself, or `gt_dir/Annotations[/480p]` when gt_dir is a DAVIS dataset root."""
     gt_dir = Path(gt_dir)
@@ -289,13 +299,11 @@ def evaluate_folders(
         raise EvalError(
             f"Prediction folder '{pred_dir}' does not exist; pass the folder that holds one subfolder per sequence."
         )
-    available = sorted((p.name for p in annotations.iterdir() if p.is_dir()), key=natural_key)
+    available = sequence_folders(annotations)
     if sequences is None:
         names = available
         if not names:
-            raise EvalError(
-                f"Ground-truth folder '{annotations}' has no sequence subfolders; pass the DAVIS Annotations folder."
-            )
+            raise no_sequences_error(annotations)
     else:
         names = list(sequences)
         unknown = [n for n in names if n not in available]

@@ -65,7 +65,14 @@ from typing import Any
 
 import numpy as np
 
-from maskvos.eval.davis import ObjectScores, SequenceMasks, load_sequence, resolve_annotations_dir
+from maskvos.eval.davis import (
+    ObjectScores,
+    SequenceMasks,
+    load_sequence,
+    no_sequences_error,
+    resolve_annotations_dir,
+    sequence_folders,
+)
 from maskvos.eval.metrics import (
     DEFAULT_BOUND_TH,
     EvalError,
@@ -814,13 +821,11 @@ def stability_report(
         raise EvalError(f"stress={stress!r} is not a stress index; pass a path to stress.json, a parsed dict or None.")
     entries: dict[str, Mapping[str, Any]] = dict(index["sequences"]) if index else {}
 
-    available = sorted((p.name for p in annotations.iterdir() if p.is_dir()), key=natural_key)
+    available = sequence_folders(annotations)
     if sequences is None:
         names = available
         if not names:
-            raise EvalError(
-                f"Ground-truth folder '{annotations}' has no sequence subfolders; pass the DAVIS Annotations folder."
-            )
+            raise no_sequences_error(annotations)
         absent = [n for n in entries if n not in available]
         if absent:
             raise EvalError(
