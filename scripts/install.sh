@@ -19,3 +19,7 @@ fi
 "$PY" -m pip install -e ".[test]"
 "$PY" -m pip install setuptools wheel
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps "sam2==1.1.0"
+# SAMURAI's modified sam2 package (for the samurai policy's parity tests only). It installs a module
+# also named `sam2`, so it goes into its own folder, which the tests run in a subprocess.
+SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps --upgrade \
+    --target .oracles/samurai "absolutely-not-samurai==1.0.0"

@@ -385,3 +385,70 @@ def assert_masks_match(ours: torch.Tensor, ref: torch.Tensor, what: str, tol: fl
     assert diff <= tol, f"{what}: max |dlogit| {diff:.2e} > {tol}"
     assert agree >= 0.999, f"{what}: binarised masks agree on only {agree:.4%} of pixels"
     return diff
+
+
+# ---------------------------------------------------------------------------------------------------
+# SAMURAI: a video and a checkpoint on which its motion-aware choice has something to decide
+
+IOU_HEAD_WEIGHT_KEY = "sam_mask_decoder.iou_prediction_head.layers.2.weight"
+IOU_HEAD_BIAS_KEY = "sam_mask_decoder.iou_prediction_head.layers.2.bias"
+
+
+def disk_video(folder: Path, num_frames: int, size: int = 128, seed: int = 0, second: bool = False) -> list:
+    """Textured disks moving over a black background (random weights then give compact candidate
+    masks, whose boxes a motion model can tell apart), saved as <i>.jpg. Returns the true masks of
+    the first disk, or with `second` a dict {1: disk, 2: second disk} per frame."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    masks = []
+    for i in range(num_frames):
+        img = np.zeros((size, size, 3))
+        disk = (xx - (30 + 3 * i)) ** 2 + (yy - (40 + 2 * i)) ** 2 < 14**2
+        img[disk] = [220, 40, 40] + 30 * rng.standard_normal((disk.sum(), 3))
+        other = (xx - (100 - 2 * i)) ** 2 + (yy - (95 - i)) ** 2 < 11**2
+        if second:
+            img[other] = [40, 200, 60] + 30 * rng.standard_normal((other.sum(), 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=95)
+        masks.append({1: disk, 2: other} if second else disk)
+    return masks
+
+
+def samurai_checkpoint(path: Path, frame_dir: Path, mask: np.ndarray, image_size: int) -> Path:
+    """A random sam2.1-tiny checkpoint (objects present) whose IoU head is scaled by 10 and shifted
+    so that, on `disk_video`, candidates 1 and 2 have predicted IoUs near 0.5 that cross each other
+    (candidate 0, a full-frame mask there, well below): the memory threshold and the motion term
+    then both decide something. The shift is measured with our own SAMURAI policy on the video."""
+    import dataclasses
+
+    from maskvos.checkpoints import load_model
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.policies import SamuraiPolicy
+    from maskvos.inference.session import VideoSession
+    from maskvos.model.config import get_config
+
+    raw = make_checkpoint("sam2.1-tiny", path.with_suffix(".raw.pt"), seed=3, obj_score_bias=5.0, image_size=image_size)
+    seen: list = []
+
+    @dataclasses.dataclass(frozen=True)
+    class Probe(SamuraiPolicy):
+        def choose_mask(self, candidates, state):
+            seen.append(candidates.ious)
+            return super().choose_mask(candidates, state)
+
+    model = load_model(raw, config=dataclasses.replace(get_config("sam2.1-tiny"), image_size=image_size))
+    session = VideoSession(model, frame_dir, InferenceConfig(memory_policy=Probe()))
+    session.add_mask(0, 1, mask)
+    for _ in session.propagate():
+        pass
+    ious = np.array(seen)
+    mean_logits = np.log(ious / (1 - ious)).mean(0)
+    sd = torch.load(raw, weights_only=True)
+    weights = sd["model"]
+    scale, targets = 10.0, (-1.0, -0.25, -0.1)
+    bias = weights[IOU_HEAD_BIAS_KEY].clone()
+    weights[IOU_HEAD_WEIGHT_KEY] *= scale
+    for k, target in enumerate(targets):
+        weights[IOU_HEAD_BIAS_KEY][k + 1] = float(target - scale * (mean_logits[k] - bias[k + 1].item()))
+    torch.save(sd, path)
+    return path

@@ -85,9 +85,10 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
     from maskvos.inference.policies import POLICY_NAMES
 
     parser.add_argument("--memory-policy", choices=POLICY_NAMES, default=None,
-                        help="which tracked frames become memories: sam2 (every frame; the reference's rule) or "
-                        "confident (only frames the model is sure of, so occluders and lost objects stay out); "
-                        "default sam2; confident is the choice for videos where objects get hidden")
+                        help="how masks and memories are chosen: sam2 (every frame; the reference's rule), "
+                        "confident (only frames the model is sure of, so occluders and lost objects stay out), "
+                        "samurai (SAMURAI: a Kalman filter on each object's box picks among the decoder's masks; "
+                        "confident frames fill memory; SAM2 models only); default sam2")
     parser.add_argument("--temporal-smoothing", nargs="?", const="on", default="off", metavar="SPEC",
                         help="temporal consistency after tracking: presence hysteresis, 3-frame logit median, "
                         "small-hole filling ('on', or settings such as k=3,window=3,holes=0.0001); default off")

@@ -27,6 +27,7 @@ from maskvos.inference.policies import (
     MemoryPolicy,
     MemoryWindow,
     SAM2Policy,
+    SamuraiPolicy,
     get_policy,
 )
 from maskvos.inference.session import VideoSession
@@ -209,7 +210,8 @@ def test_outputs_not_admitted_are_never_selected_and_not_taken_for_evicted():
 
 # ------------------------------------------------------------------------------------------ configuration
 def test_policies_by_name_and_as_objects():
-    assert POLICY_NAMES == ("sam2", "confident")
+    assert POLICY_NAMES == ("sam2", "confident", "samurai")
+    assert get_policy("samurai") == SamuraiPolicy()
     assert get_policy("confident") == ConfidentPolicy()
     assert get_policy("sam2") == SAM2Policy()
     config = InferenceConfig()

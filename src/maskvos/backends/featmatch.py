@@ -30,6 +30,7 @@ from maskvos.backends.featmatch_kernels import matmul_topk as _matmul_topk
 from maskvos.backends.featmatch_window import EXCLUDED as _EXCLUDED
 from maskvos.backends.featmatch_window import WindowMemory as _WindowMemory
 from maskvos.backends.lite0 import MEAN, STD, load_lite0
+from maskvos.errors import ConfigError
 from maskvos.inference.api import FrameResult, Pass, SessionBase, SessionError, parse_prompt_state_key, prompt_state_key
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache
@@ -258,6 +259,11 @@ class FeatMatchSession(SessionBase):
         self.model = model.eval()
         self.config = config or InferenceConfig()
         self.policy: MemoryPolicy = self.config.memory_policy
+        if self.policy.chooses_masks:
+            raise ConfigError(
+                f"The featmatch backend cannot run the {self.policy.name or type(self.policy).__name__} memory "
+                "policy, which picks among a SAM2 decoder's candidate masks; use sam2 or confident, or a SAM2 model."
+            )
         self.match = model.config
         self.frames = FrameCache(
             open_source(source), model.encode, cache_size=self.config.feature_cache, prefetch_depth=self.config.prefetch

@@ -13,6 +13,7 @@ policy did not admit is never taken for an evicted memory, and every entry is st
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class MemoryEntry:
             admit, kept only as the previous mask of a correction on its frame).
         stamp: when the bank stored it (a counter; a rebuilt entry keeps the stamp of the one it
             recomputes), so a rebuild attends only to what the pass it recomputes could.
+        track_state: what the policy carries from this frame to the object's next one in the pass
+            (`MaskChoice.state`, e.g. SAMURAI's Kalman filter); None where it carries nothing.
     """
 
     low_res_logits: torch.Tensor
@@ -62,6 +65,7 @@ class MemoryEntry:
     signals: FrameSignals | None = None
     is_memory: bool = True
     stamp: int = 0
+    track_state: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -76,6 +80,8 @@ class ObjectMemory:
         directions: every frame ever processed for the object -> whether it was tracked in reverse.
         evicted: tracked frames whose memory was dropped (not those whose output was no memory) ->
             the dropped entry's stamp.
+        evicted_signals: the same frames -> the dropped entry's signals (policies that select by
+            signals need them to say what a pass would have attended to).
     """
 
     prompted: dict[int, MemoryEntry] = field(default_factory=dict)
@@ -83,6 +89,7 @@ class ObjectMemory:
     pending: dict[int, MemoryEntry] = field(default_factory=dict)
     directions: dict[int, bool] = field(default_factory=dict)
     evicted: dict[int, int] = field(default_factory=dict)
+    evicted_signals: dict[int, FrameSignals | None] = field(default_factory=dict)
 
     def latest(self, frame_idx: int) -> MemoryEntry | None:
         """The newest output on a frame: a pending prompt, else a prompted, else a tracked entry."""
@@ -91,6 +98,10 @@ class ObjectMemory:
     def memory_frames(self) -> set[int]:
         """Tracked frames that hold a memory."""
         return {t for t, e in self.tracked.items() if e.is_memory}
+
+    def memory_signals(self) -> dict[int, FrameSignals | None]:
+        """Tracked frames that hold a memory -> their outputs' signals."""
+        return {t: e.signals for t, e in self.tracked.items() if e.is_memory}
 
 
 @dataclass(frozen=True)
@@ -172,12 +183,12 @@ class MemoryBank:
     def plan(self, obj_id: int, frame_idx: int, reverse: bool, view: RebuildView | None = None) -> MemoryPlan:
         """Which stored memories object `obj_id` attends to on `frame_idx` (in a rebuild: of those `view` shows)."""
         mem = self.objects[obj_id]
-        prompted, memories = sorted(mem.prompted), mem.memory_frames()
+        prompted, memories = sorted(mem.prompted), mem.memory_signals()
         if view is not None:
             # Prompts given after the recomputed pass stay hidden, unless none would be left (the
             # prompts that pass had were all replaced since: it cannot be recomputed exactly then).
             prompted = [t for t in prompted if view.sees(obj_id, t, mem.prompted[t])] or prompted
-            memories = {t for t in memories if view.sees(obj_id, t, mem.tracked[t])}
+            memories = {t: sig for t, sig in memories.items() if view.sees(obj_id, t, mem.tracked[t])}
         return self.policy.select(self.window, frame_idx, reverse, prompted, memories)
 
     def context(self, obj_id: int, frame_idx: int, reverse: bool) -> frozenset[int]:
@@ -185,7 +196,7 @@ class MemoryBank:
         mem = self.objects.get(obj_id)
         if mem is None:
             return frozenset()
-        frames = mem.memory_frames() | mem.evicted.keys()
+        frames = {**{t: mem.evicted_signals.get(t) for t in mem.evicted}, **mem.memory_signals()}
         return self.policy.reach(self.window, frame_idx, reverse, sorted(mem.prompted), frames)
 
     def missing(self, obj_id: int, frame_idx: int, reverse: bool) -> set[int]:
@@ -245,6 +256,7 @@ class MemoryBank:
         mem.prompted[frame_idx] = entry
         mem.tracked.pop(frame_idx, None)
         mem.evicted.pop(frame_idx, None)
+        mem.evicted_signals.pop(frame_idx, None)
         return entry
 
     def admit(
@@ -272,6 +284,7 @@ class MemoryBank:
             entry.is_memory = admitted[row]
             mem.tracked[frame_idx] = entry
             mem.evicted.pop(frame_idx, None)
+            mem.evicted_signals.pop(frame_idx, None)
             mem.directions[frame_idx] = reverse
         return admitted
 
@@ -315,8 +328,8 @@ class MemoryBank:
         dropped = 0
         for obj_id in self.objects if obj_ids is None else obj_ids:
             mem = self.objects[obj_id]
-            memories = mem.memory_frames()
-            others = mem.tracked.keys() - memories
+            memories = mem.memory_signals()
+            others = {t: e.signals for t, e in mem.tracked.items() if not e.is_memory}
             keep = self.policy.retained(
                 self.window, next_frame, reverse, sorted(mem.prompted), memories, others, [*mem.prompted, *mem.pending]
             )
@@ -326,6 +339,7 @@ class MemoryBank:
                 entry = mem.tracked.pop(t)
                 if entry.is_memory:
                     mem.evicted[t] = entry.stamp
+                    mem.evicted_signals[t] = entry.signals
                 dropped += 1
         return dropped
 
@@ -344,9 +358,11 @@ def bank_state(bank: MemoryBank) -> dict:
         for t, e in store.items():
             saved: dict = {k: getattr(e, k) for k in _TENSOR_FIELDS if getattr(e, k) is not None}
             if e.signals is not None:
-                saved["signals"] = {"object_score": e.signals.object_score, "iou": e.signals.iou, "confidence": e.signals.confidence}
+                saved["signals"] = dataclasses.asdict(e.signals)
             saved["is_memory"] = e.is_memory
             saved["stamp"] = e.stamp
+            if e.track_state is not None:
+                saved["track_state"] = list(e.track_state)
             out[t] = saved
         return out
 
@@ -360,6 +376,7 @@ def bank_state(bank: MemoryBank) -> dict:
                 "pending": entries(m.pending),
                 "directions": dict(m.directions),
                 "evicted": dict(m.evicted),
+                "evicted_signals": {t: dataclasses.asdict(sig) for t, sig in m.evicted_signals.items() if sig is not None},
             }
             for obj_id, m in bank.objects.items()
         },
@@ -372,11 +389,13 @@ def restore_bank(bank: MemoryBank, state: dict, device: torch.device) -> None:
     def entry(saved: dict) -> MemoryEntry:
         tensors = {k: saved[k].to(device) for k in _TENSOR_FIELDS if k in saved}
         signals = saved.get("signals")
+        track_state = saved.get("track_state")
         return MemoryEntry(
             **tensors,
             signals=None if signals is None else FrameSignals(**signals),
             is_memory=bool(saved.get("is_memory", True)),
             stamp=int(saved.get("stamp", 0)),
+            track_state=None if track_state is None else tuple(float(v) for v in track_state),
         )
 
     pos = state["mem_pos_enc"]
@@ -388,6 +407,7 @@ def restore_bank(bank: MemoryBank, state: dict, device: torch.device) -> None:
             pending={int(t): entry(e) for t, e in m["pending"].items()},
             directions={int(t): bool(r) for t, r in m["directions"].items()},
             evicted={int(t): int(stamp) for t, stamp in m.get("evicted", {}).items()},
+            evicted_signals={int(t): FrameSignals(**sig) for t, sig in m.get("evicted_signals", {}).items()},
         )
         for obj_id, m in state["objects"].items()
     }

@@ -27,13 +27,14 @@ from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache, sam2_encoder
 from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, RebuildView, bank_state, restore_bank
 from maskvos.inference.objects import ObjectRegistry
-from maskvos.inference.policies import FrameSignals, MemoryWindow
+from maskvos.inference.policies import FrameSignals, MaskCandidates, MaskChoice, MemoryWindow
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
 from maskvos.io.frames import FrameSource, open_source
 from maskvos.model.sam2 import (
     MASK_PROMPT_BIAS,
     MASK_PROMPT_SCALE,
     FrameFeatures,
+    MaskChooser,
     MemoryContext,
     MemoryFrame,
     ObjectPointer,
@@ -84,7 +85,9 @@ class VideoSession(SessionBase):
             signed_pointers=model.config.use_signed_tpos_enc_to_obj_ptrs,
             num_frames=self.num_frames,
         )
-        self.bank = MemoryBank(window, self.config.memory_policy, keep_all=self.config.keep_all_memories)
+        #: the configuration's memory policy with its model-dependent settings resolved.
+        self.policy = self.config.memory_policy.for_model(model.config.name)
+        self.bank = MemoryBank(window, self.policy, keep_all=self.config.keep_all_memories)
         #: (obj_id, frame_idx) -> the user's mask prompt, returned unchanged on that frame.
         self._prompt_masks: dict[tuple[int, int], np.ndarray] = {}
         self._memory_batch = self.config.memory_batch
@@ -105,7 +108,11 @@ class VideoSession(SessionBase):
         mask_bool = check_mask(mask, self.height, self.width, f"The mask of object {obj_id} on frame {frame_idx}")
         self.objects.add(obj_id)
         features = self.frames.features(frame_idx)
-        out = self.model.track_frame(features, mask_input=mask_to_model_input(mask_bool, self.resolution, self.device))
+        out = self.model.track_frame(
+            features,
+            mask_input=mask_to_model_input(mask_bool, self.resolution, self.device),
+            presence_threshold=self.policy.presence_threshold(),
+        )
         entry = _entries(out)[0]
         self.bank.stage_prompt(obj_id, frame_idx, entry)
         self._prompt_masks[(obj_id, frame_idx)] = mask_bool
@@ -144,10 +151,16 @@ class VideoSession(SessionBase):
             memory = self._memory_context(self.bank.plan(obj_id, frame_idx, reverse), [obj_id])
         prev = self.bank.latest(obj_id, frame_idx)
         prev_logits = None if prev is None else prev.low_res_logits.clamp(-PREV_LOGIT_CLAMP, PREV_LOGIT_CLAMP)
+        choose, choices = self._chooser([None])  # a click restarts the policy's per-object state
         out = self.model.track_frame(
-            self.frames.features(frame_idx), memory=memory, points=(coords, lbls), prev_mask_logits=prev_logits
+            self.frames.features(frame_idx),
+            memory=memory,
+            points=(coords, lbls),
+            prev_mask_logits=prev_logits,
+            choose=choose,
+            presence_threshold=self.policy.presence_threshold(),
         )
-        entry = _entries(out)[0]
+        entry = _entries(out, choices)[0]
         self.bank.stage_prompt(obj_id, frame_idx, entry)
         self._prompt_masks.pop((obj_id, frame_idx), None)
         self._new_prompt_frames.add(frame_idx)
@@ -228,17 +241,54 @@ class VideoSession(SessionBase):
                 groups.setdefault(self.bank.plan(obj_id, frame_idx, reverse, rebuild), []).append(obj_id)
         tracked_ids, outputs, new = [], [], []
         for plan, group in groups.items():
+            choose, choices = self._chooser([self._carried_state(o, frame_idx, reverse, rebuild) for o in group])
             out = self.model.track_frame(
-                features.expand(len(group)), memory=self._memory_context(plan, group), memory_batch=self._memory_batch
+                features.expand(len(group)),
+                memory=self._memory_context(plan, group),
+                memory_batch=self._memory_batch,
+                choose=choose,
+                presence_threshold=self.policy.presence_threshold(),
             )
             tracked_ids += group
             outputs.append(out)
-            new += _entries(out)
+            new += _entries(out, choices)
         if tracked_ids:
             encode = self._memory_encoder(features, outputs)
             self.bank.admit(frame_idx, reverse, list(zip(tracked_ids, new)), encode, is_rebuild=rebuild is not None)
             entries.update(zip(tracked_ids, new))
         return [entries[obj_id] for obj_id in obj_ids]
+
+    def _chooser(self, states: list[tuple[float, ...] | None]) -> tuple[MaskChooser | None, list[MaskChoice]]:
+        """The mask chooser of a policy that picks among the decoder's candidates (None for SAM2's
+        rule), for objects whose carried states are `states`, and the list it fills with each
+        object's `MaskChoice` when the decoder gives several candidates."""
+        if not self.policy.chooses_masks:
+            return None, []
+        choices: list[MaskChoice] = []
+
+        def choose(multimask_logits: torch.Tensor, ious: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+            high_res = F.interpolate(multimask_logits, size=image_size, mode="bilinear", align_corners=False)
+            boxes = candidate_boxes(high_res > 0)
+            for row, state in enumerate(states):
+                candidates = MaskCandidates(boxes[row], tuple(ious[row].float().tolist()))
+                choices.append(self.policy.choose_mask(candidates, state))
+            return torch.tensor([c.index for c in choices], dtype=torch.int64)
+
+        return choose, choices
+
+    def _carried_state(self, obj_id: int, frame_idx: int, reverse: bool, rebuild: RebuildView | None) -> tuple[float, ...] | None:
+        """What the policy carried to `frame_idx` from the object's previous frame in the pass (a
+        prompt's, or a frame tracked in the same direction and visible to a rebuild); None otherwise."""
+        previous = frame_idx + (1 if reverse else -1)
+        mem = self.bank.objects[obj_id]
+        entry = mem.prompted.get(previous)
+        if entry is None:
+            entry = mem.tracked.get(previous)
+            if entry is None or mem.directions.get(previous) != reverse:
+                return None
+            if rebuild is not None and not rebuild.sees(obj_id, previous, entry):
+                return None
+        return entry.track_state
 
     def _memory_encoder(
         self, features: FrameFeatures, outputs: list[TrackOutput]
@@ -380,22 +430,38 @@ class VideoSession(SessionBase):
         return mem.pending.get(frame_idx) or mem.prompted.get(frame_idx)
 
 
-def _entries(out: TrackOutput) -> list[MemoryEntry]:
-    """One entry per object row of a `track_frame` output, with its quality signals."""
+def _entries(out: TrackOutput, choices: Sequence[MaskChoice] = ()) -> list[MemoryEntry]:
+    """One entry per object row of a `track_frame` output, with its quality signals and, where a
+    policy chose the mask (`choices`, one per row, or empty), its motion score and carried state."""
     scores = out.object_score_logits[:, 0].float().tolist()
-    ious = _chosen_iou(out).float().tolist()
-    return [
-        MemoryEntry(
-            low_res_logits=out.low_res_logits[row : row + 1].clone(),
-            obj_ptr=out.obj_ptr[row : row + 1].clone(),
-            object_score_logits=out.object_score_logits[row : row + 1].clone(),
-            signals=FrameSignals(object_score=scores[row], iou=ious[row]),
+    ious = out.chosen_iou.float().tolist()
+    entries = []
+    for row in range(out.obj_ptr.shape[0]):
+        choice = choices[row] if choices else None
+        entries.append(
+            MemoryEntry(
+                low_res_logits=out.low_res_logits[row : row + 1].clone(),
+                obj_ptr=out.obj_ptr[row : row + 1].clone(),
+                object_score_logits=out.object_score_logits[row : row + 1].clone(),
+                signals=FrameSignals(object_score=scores[row], iou=ious[row], motion=None if choice is None else choice.motion),
+                track_state=None if choice is None else choice.state,
+            )
         )
-        for row in range(out.obj_ptr.shape[0])
+    return entries
+
+
+def candidate_boxes(masks: torch.Tensor) -> list[tuple[tuple[int, int, int, int] | None, ...]]:
+    """Per object and candidate, the (x0, y0, x1, y1) inclusive pixel bounds of a (B, M, H, W) bool
+    mask's foreground; None where it is empty."""
+    rows, cols = masks.any(dim=-1), masks.any(dim=-2)  # (B, M, H), (B, M, W)
+    height, width = masks.shape[-2:]
+    y0 = rows.int().argmax(-1)
+    y1 = height - 1 - rows.flip(-1).int().argmax(-1)
+    x0 = cols.int().argmax(-1)
+    x1 = width - 1 - cols.flip(-1).int().argmax(-1)
+    present = rows.any(-1)
+    bounds = torch.stack([x0, y0, x1, y1], dim=-1).tolist()
+    return [
+        tuple(tuple(b) if p else None for b, p in zip(bounds[i], present[i].tolist()))
+        for i in range(masks.shape[0])
     ]
-
-
-def _chosen_iou(out: TrackOutput) -> torch.Tensor:
-    """(B,) the decoder's predicted IoU of the mask it chose: with several candidates `_decode` keeps
-    the one of highest predicted IoU; with one, `iou_scores` is already that of the mask returned."""
-    return out.iou_scores.max(dim=-1).values

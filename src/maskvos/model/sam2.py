@@ -16,7 +16,7 @@ low-resolution masks are 4h x 4w (256 x 256 at 1024 input).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -123,6 +123,7 @@ class TrackOutput:
         object_score_logits: (B, 1) > 0 where the object is judged present.
         iou_scores: (B, M) predicted IoU of each candidate mask (M = 3 with multimask output).
         multimask_logits: (B, M, 4h, 4w) all candidate masks.
+        choice: (B,) int64 index of the chosen candidate (0 where there is one).
     """
 
     low_res_logits: torch.Tensor
@@ -131,6 +132,17 @@ class TrackOutput:
     object_score_logits: torch.Tensor
     iou_scores: torch.Tensor
     multimask_logits: torch.Tensor
+    choice: torch.Tensor
+
+    @property
+    def chosen_iou(self) -> torch.Tensor:
+        """(B,) the predicted IoU of the chosen mask."""
+        return self.iou_scores.gather(1, self.choice[:, None])[:, 0]
+
+
+#: Picks one of M candidate masks per object: (multimask logits (B, M, 4h, 4w), predicted IoUs (B, M),
+#: model-input size (H, W)) -> (B,) int64 indices.
+MaskChooser = Callable[[torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tensor]
 
 
 class SAM2Model(nn.Module):
@@ -192,6 +204,8 @@ class SAM2Model(nn.Module):
         prev_mask_logits: torch.Tensor | None = None,
         multimask_output: bool | None = None,
         memory_batch: int | None = None,
+        choose: MaskChooser | None = None,
+        presence_threshold: float = 0.0,
     ) -> TrackOutput:
         """Predict the masks of B objects on one frame.
 
@@ -209,18 +223,23 @@ class SAM2Model(nn.Module):
             memory_batch: run memory attention on at most this many objects at a time (None: all at
                 once). On CPUs one at a time is faster: the attention is compute-bound and a smaller
                 working set stays in cache.
+            choose: picks among multimask candidates (None: SAM2's rule, the highest predicted IoU).
+            presence_threshold: the object-score logit above which an object's mask and pointer
+                count it as present (SAM2: 0; SAMURAI's configurations: -1).
         Returns:
             The chosen masks, pointers and scores.
         """
         if mask_input is not None:
             if points is not None:
                 raise ValueError("mask_input and points cannot be combined; give the mask as prev_mask_logits")
-            return self._mask_as_output(features, mask_input)
+            return self._mask_as_output(features, mask_input, presence_threshold)
         pix_feats = self.condition_on_memory(features, memory, memory_batch)
         if multimask_output is None:
             num_points = 0 if points is None else points[1].shape[1]
             multimask_output = num_points <= 1
-        return self._decode(features, pix_feats, points, prev_mask_logits, multimask_output)
+        return self._decode(
+            features, pix_feats, points, prev_mask_logits, multimask_output, choose=choose, presence_threshold=presence_threshold
+        )
 
     def condition_on_memory(
         self, features: FrameFeatures, memory: MemoryContext | None, memory_batch: int | None = None
@@ -298,6 +317,8 @@ class SAM2Model(nn.Module):
         mask_logits: torch.Tensor | None,
         multimask_output: bool,
         with_high_res: bool = True,
+        choose: MaskChooser | None = None,
+        presence_threshold: float = 0.0,
     ) -> TrackOutput:
         """Prompt encoder + mask decoder + object pointer (SAM2's `_forward_sam_heads`).
 
@@ -330,11 +351,12 @@ class SAM2Model(nn.Module):
             multimask_output,
             features.high_res_feats,
         )
-        is_present = obj_scores > 0
+        is_present = obj_scores > presence_threshold
         multimasks = torch.where(is_present[:, :, None, None], multimasks, NO_OBJECT_LOGIT).float()
         token = tokens[:, 0]
+        best = torch.zeros(b, dtype=torch.int64, device=device)
         if multimask_output:
-            best = torch.argmax(ious, dim=-1)
+            best = torch.argmax(ious, dim=-1) if choose is None else choose(multimasks, ious, image_size).to(device)
             rows = torch.arange(b, device=device)
             low_res = multimasks[rows, best].unsqueeze(1)
             if tokens.shape[1] > 1:
@@ -352,13 +374,14 @@ class SAM2Model(nn.Module):
             object_score_logits=obj_scores,
             iou_scores=ious,
             multimask_logits=multimasks,
+            choice=best,
         )
 
     def _gate_pointer(self, obj_ptr: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
         """Replace the pointer of absent objects by the learned `no_obj_ptr`. presence: (B, 1) in {0, 1}."""
         return presence * obj_ptr + (1 - presence) * self.no_obj_ptr
 
-    def _mask_as_output(self, features: FrameFeatures, mask_input: torch.Tensor) -> TrackOutput:
+    def _mask_as_output(self, features: FrameFeatures, mask_input: torch.Tensor, presence_threshold: float = 0.0) -> TrackOutput:
         """A mask prompt taken as the prediction; the decoder only supplies the object pointer."""
         high_res = mask_input.float() * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
         low_res = F.interpolate(
@@ -376,6 +399,7 @@ class SAM2Model(nn.Module):
             self.mask_downsample(mask_input.float()),
             multimask_output=False,
             with_high_res=False,
+            presence_threshold=presence_threshold,
         )
         presence = (mask_input.flatten(1).float() > 0).any(dim=1, keepdim=True).float()
         obj_scores = presence * MASK_PROMPT_SCALE + MASK_PROMPT_BIAS
@@ -390,6 +414,7 @@ class SAM2Model(nn.Module):
             object_score_logits=obj_scores,
             iou_scores=ones,
             multimask_logits=low_res,
+            choice=torch.zeros(mask_input.shape[0], dtype=torch.int64, device=mask_input.device),
         )
 
     # ------------------------------------------------------------------ memory

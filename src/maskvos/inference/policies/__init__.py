@@ -7,15 +7,37 @@ given to `InferenceConfig(memory_policy=...)` directly. How to write one: see `M
 from __future__ import annotations
 
 from maskvos.errors import ConfigError
-from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
+from maskvos.inference.policies.base import (
+    FrameSignals,
+    MaskCandidates,
+    MaskChoice,
+    MemoryPlan,
+    MemoryPolicy,
+    MemoryWindow,
+)
 from maskvos.inference.policies.confident import ConfidentPolicy
 from maskvos.inference.policies.sam2 import SAM2Policy
+from maskvos.inference.policies.samurai import SamuraiPolicy
 
-_POLICIES: dict[str, type[MemoryPolicy]] = {SAM2Policy.name: SAM2Policy, ConfidentPolicy.name: ConfidentPolicy}
+_POLICIES: dict[str, type[MemoryPolicy]] = {
+    p.name: p for p in (SAM2Policy, ConfidentPolicy, SamuraiPolicy)
+}
 #: The names `get_policy` knows.
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 
-__all__ = ["POLICY_NAMES", "ConfidentPolicy", "FrameSignals", "MemoryPlan", "MemoryPolicy", "MemoryWindow", "SAM2Policy", "get_policy"]
+__all__ = [
+    "POLICY_NAMES",
+    "ConfidentPolicy",
+    "FrameSignals",
+    "MaskCandidates",
+    "MaskChoice",
+    "MemoryPlan",
+    "MemoryPolicy",
+    "MemoryWindow",
+    "SAM2Policy",
+    "SamuraiPolicy",
+    "get_policy",
+]
 
 
 def get_policy(name: str) -> MemoryPolicy:

@@ -14,7 +14,7 @@ Terms: a *prompted* (conditioning) frame is one where the user gave a prompt for
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,12 +33,46 @@ class FrameSignals:
         reference: the confidence the object had on its recent memories (featmatch: the highest
             of its retained tracked memories), against which a sudden drop shows; None where there
             is none yet.
+        motion: how well the chosen mask agrees with the object's predicted motion (SAMURAI: the
+            IoU of its box with the Kalman filter's predicted box); None where no motion model is
+            tracked or it is not yet stable.
     """
 
     object_score: float
     iou: float | None = None
     confidence: float | None = None
     reference: float | None = None
+    motion: float | None = None
+
+
+@dataclass(frozen=True)
+class MaskCandidates:
+    """The decoder's candidate masks for one object on one frame (SAM2 family, multimask output).
+
+    Attributes:
+        boxes: per candidate, the (x0, y0, x1, y1) inclusive pixel bounds of its foreground (logit
+            > 0) at model-input size; None for an empty candidate.
+        ious: per candidate, the decoder's predicted IoU.
+    """
+
+    boxes: tuple[tuple[int, int, int, int] | None, ...]
+    ious: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class MaskChoice:
+    """Which candidate a policy picks, and what it keeps for the object's next frame.
+
+    Attributes:
+        index: the chosen candidate.
+        state: the policy's per-object state after this frame, as plain floats (saved with the
+            session); the next frame of the pass receives it. None: nothing to carry.
+        motion: the motion score of the chosen candidate (`FrameSignals.motion`).
+    """
+
+    index: int
+    state: tuple[float, ...] | None = None
+    motion: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +120,13 @@ class MemoryPlan:
         return frozenset(t for t, _, is_prompted in (*self.spatial, *self.pointers) if not is_prompted)
 
 
+def as_signal_map(frames: Mapping[int, FrameSignals | None] | Iterable[int]) -> dict[int, FrameSignals | None]:
+    """Frames with their signals: a mapping as it is, plain frame indices with unknown (None) signals."""
+    if isinstance(frames, Mapping):
+        return dict(frames)
+    return dict.fromkeys(frames)
+
+
 class MemoryPolicy(ABC):
     """What is admitted to memory, what each frame attends to and, derived from that, what is kept.
 
@@ -112,6 +153,28 @@ class MemoryPolicy(ABC):
         """Whether a tracked frame with these signals becomes a memory (by default every frame)."""
         return True
 
+    #: Whether `choose_mask` picks among the decoder's candidates (the session then computes their
+    #: boxes and hands each object's state from frame to frame); False keeps SAM2's choice, the
+    #: candidate of highest predicted IoU.
+    chooses_masks: ClassVar[bool] = False
+
+    def for_model(self, model_name: str) -> MemoryPolicy:
+        """The policy with its model-dependent settings resolved for `model_name` (e.g. SAMURAI's
+        motion weight is smaller for large models). By default itself."""
+        return self
+
+    def presence_threshold(self) -> float:
+        """The object-score logit above which the decoder's mask and pointer count an object as
+        present (SAM2: 0)."""
+        return 0.0
+
+    def choose_mask(self, candidates: MaskCandidates, state: tuple[float, ...] | None) -> MaskChoice:
+        """Pick one of an object's candidate masks, given the state the object's previous frame in
+        this pass left (None after a prompt, or when the previous frame left none). By default
+        SAM2's rule: the highest predicted IoU (the first of equals)."""
+        ious = candidates.ious
+        return MaskChoice(max(range(len(ious)), key=lambda i: (ious[i], -i)))
+
     def present(self, signals: FrameSignals) -> bool:
         """Whether the object counts as present on a tracked frame, for engines that have no presence
         head of their own (featmatch: an object judged absent gets no mask and is searched for in
@@ -125,14 +188,16 @@ class MemoryPolicy(ABC):
         frame_idx: int,
         reverse: bool,
         prompted: Sequence[int],
-        memories: Collection[int],
+        memories: Mapping[int, FrameSignals | None],
     ) -> MemoryPlan:
         """What one object attends to on `frame_idx`, tracked backward if `reverse`.
 
         Arguments:
             prompted: the object's prompted frames, ascending.
-            memories: the tracked frames that hold a memory of the object; only these may appear
-                in the plan as tracked (not prompted) frames.
+            memories: the tracked frames that hold a memory of the object, with the signals of
+                their outputs (None where unknown); only these frames may appear in the plan as
+                tracked (not prompted) frames. A policy that selects by signals must keep the
+                window property given each frame's signals.
         """
 
     def reach(
@@ -141,7 +206,7 @@ class MemoryPolicy(ABC):
         frame_idx: int,
         reverse: bool,
         prompted: Sequence[int],
-        frames: Collection[int],
+        frames: Mapping[int, FrameSignals | None],
     ) -> frozenset[int]:
         """The tracked frames among `frames` that `frame_idx` would attend to were they all memories."""
         return self.select(window, frame_idx, reverse, prompted, frames).tracked_frames
@@ -152,8 +217,8 @@ class MemoryPolicy(ABC):
         next_frame: int,
         reverse: bool,
         prompted: Sequence[int],
-        memories: Collection[int],
-        others: Collection[int] = (),
+        memories: Mapping[int, FrameSignals | None],
+        others: Mapping[int, FrameSignals | None] | None = None,
         anchors: Iterable[int] = (),
     ) -> set[int]:
         """The tracked frames to keep before `next_frame` is tracked in direction `reverse`.
@@ -165,7 +230,8 @@ class MemoryPolicy(ABC):
         """
         anchors = list(anchors)
         keep: set[int] = set()
-        pools = [memories] if not others else [memories, {*memories, *others}]
+        memories = as_signal_map(memories)
+        pools = [memories] if not others else [memories, {**as_signal_map(others), **memories}]
         for frames in pools:
             keep |= self.reach(window, next_frame, reverse, prompted, frames)
             for p in anchors:

@@ -18,7 +18,7 @@ start, only the most recent of those the start selects), so retention and rebuil
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -81,7 +81,7 @@ class ConfidentPolicy(MemoryPolicy):
         frame_idx: int,
         reverse: bool,
         prompted: Sequence[int],
-        memories: Collection[int],
+        memories: Mapping[int, FrameSignals | None],
     ) -> MemoryPlan:
         selected, _ = select_prompted_frames(frame_idx, prompted, window.max_prompted_frames)
         spatial = [(t, 0, True) for t in selected]

@@ -7,11 +7,11 @@ and the most recent frames.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from maskvos.inference.policies.base import MemoryPlan, MemoryPolicy, MemoryWindow
+from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
 
 
 def select_prompted_frames(frame_idx: int, prompted: Iterable[int], max_frames: int) -> tuple[list[int], list[int]]:
@@ -144,7 +144,7 @@ class SAM2Policy(MemoryPolicy):
         frame_idx: int,
         reverse: bool,
         prompted: Sequence[int],
-        memories: Collection[int],
+        memories: Mapping[int, FrameSignals | None],
     ) -> MemoryPlan:
         selected, unselected = select_prompted_frames(frame_idx, prompted, window.max_prompted_frames)
         spatial = [(t, 0, True) for t in selected]
