@@ -88,7 +88,9 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
                         help="how masks and memories are chosen: sam2 (every frame; the reference's rule), "
                         "confident (only frames the model is sure of, so occluders and lost objects stay out), "
                         "samurai (SAMURAI: a Kalman filter on each object's box picks among the decoder's masks; "
-                        "confident frames fill memory; SAM2 models only); default sam2")
+                        "confident frames fill memory), dam4sam (DAM4SAM: a recent memory every 5th frame without "
+                        "empty masks, and a memory of frames that tell the object from look-alikes); samurai and "
+                        "dam4sam need a SAM2 model; default sam2")
     parser.add_argument("--temporal-smoothing", nargs="?", const="on", default="off", metavar="SPEC",
                         help="temporal consistency after tracking: presence hysteresis, 3-frame logit median, "
                         "small-hole filling ('on', or settings such as k=3,window=3,holes=0.0001); default off")

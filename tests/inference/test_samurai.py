@@ -221,8 +221,9 @@ def test_backward_pass_and_a_click_correction_restart_the_filter(two_disks):
     assert session.bank.objects[1].pending[5].track_state[0] == 1.0, "a click starts a new track"
 
 
-def test_featmatch_refuses_policies_that_choose_masks():
+@pytest.mark.parametrize("name", ["samurai", "dam4sam"])
+def test_featmatch_refuses_policies_that_choose_masks(name):
     from maskvos.backends.featmatch import FeatMatchModel, FeatMatchSession
 
-    with pytest.raises(ConfigError, match=r"^The featmatch backend cannot run the samurai memory policy[^.]*\.$"):
-        FeatMatchSession(FeatMatchModel(), np.zeros((3, 64, 64, 3), np.uint8), InferenceConfig(memory_policy="samurai"))
+    with pytest.raises(ConfigError, match=rf"^The featmatch backend cannot run the {name} memory policy[^.]*\.$"):
+        FeatMatchSession(FeatMatchModel(), np.zeros((3, 64, 64, 3), np.uint8), InferenceConfig(memory_policy=name))

@@ -267,10 +267,11 @@ class VideoSession(SessionBase):
         choices: list[MaskChoice] = []
 
         def choose(multimask_logits: torch.Tensor, ious: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-            high_res = F.interpolate(multimask_logits, size=image_size, mode="bilinear", align_corners=False)
-            boxes = candidate_boxes(high_res > 0)
+            high_res = F.interpolate(multimask_logits, size=image_size, mode="bilinear", align_corners=False) > 0
+            boxes = candidate_boxes(high_res)
+            masks = high_res.cpu().numpy() if self.policy.needs_candidate_masks else None
             for row, state in enumerate(states):
-                candidates = MaskCandidates(boxes[row], tuple(ious[row].float().tolist()))
+                candidates = MaskCandidates(boxes[row], tuple(ious[row].float().tolist()), None if masks is None else masks[row])
                 choices.append(self.policy.choose_mask(candidates, state))
             return torch.tensor([c.index for c in choices], dtype=torch.int64)
 
@@ -443,7 +444,13 @@ def _entries(out: TrackOutput, choices: Sequence[MaskChoice] = ()) -> list[Memor
                 low_res_logits=out.low_res_logits[row : row + 1].clone(),
                 obj_ptr=out.obj_ptr[row : row + 1].clone(),
                 object_score_logits=out.object_score_logits[row : row + 1].clone(),
-                signals=FrameSignals(object_score=scores[row], iou=ious[row], motion=None if choice is None else choice.motion),
+                signals=FrameSignals(
+                    object_score=scores[row],
+                    iou=ious[row],
+                    motion=None if choice is None else choice.motion,
+                    area=None if choice is None else choice.area,
+                    resolves_distractor=choice is not None and choice.resolves_distractor,
+                ),
                 track_state=None if choice is None else choice.state,
             )
         )

@@ -61,9 +61,10 @@ DEFAULT_HOLE_AREA = 8 / (256 * 256)
 # --------------------------------------------------------------------------- connected components
 
 
-def _runs_and_areas(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _runs_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """8-connected components of a (H, W) bool mask, by runs: each run's row, first column, column
-    one past its last, and its component's area. Runs are a row's maximal horizontal segments; two
+    one past its last, its component's area and its component's label (the index of the component's
+    first run). Runs are a row's maximal horizontal segments; two
     runs of adjacent rows touch (8-connectivity) when their column ranges, widened by one, overlap;
     touching runs are joined by a union-find with hooking and pointer jumping."""
     h, w = mask.shape
@@ -76,7 +77,7 @@ def _runs_and_areas(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     stops = edges[1::2] - rows * pitch - 1
     n = len(starts)
     if n == 0:
-        return rows, starts, stops, np.zeros(0, np.int64)
+        return rows, starts, stops, np.zeros(0, np.int64), np.zeros(0, np.int64)
     first_key = rows * pitch + starts  # keys row * pitch + column sort runs by row, then column
     last_key = rows * pitch + stops - 1
     # Runs of the next row touching a run: those ending at or after its first column - 1 and starting
@@ -100,7 +101,25 @@ def _runs_and_areas(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
                 break
             parent = jumped
     area = np.bincount(parent, weights=stops - starts, minlength=n).astype(np.int64)[parent]
+    return rows, starts, stops, area, parent
+
+
+def _runs_and_areas(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_runs_components` without the runs' component labels."""
+    rows, starts, stops, area, _ = _runs_components(mask)
     return rows, starts, stops, area
+
+
+def largest_component_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The (x0, y0, x1, y1) inclusive pixel bounds of the largest 8-connected component of a (H, W)
+    bool mask (of equal ones, the first in raster order); None for an empty mask."""
+    rows, starts, stops, area, parent = _runs_components(np.asarray(mask, bool))
+    if len(rows) == 0:
+        return None
+    biggest = area == area.max()
+    root = parent[biggest].min()
+    runs = parent == root
+    return int(starts[runs].min()), int(rows[runs].min()), int(stops[runs].max() - 1), int(rows[runs].max())
 
 
 def component_areas(mask: np.ndarray) -> np.ndarray:

@@ -16,11 +16,12 @@ from maskvos.inference.policies.base import (
     MemoryWindow,
 )
 from maskvos.inference.policies.confident import ConfidentPolicy
+from maskvos.inference.policies.dam4sam import DAM4SAMPolicy
 from maskvos.inference.policies.sam2 import SAM2Policy
 from maskvos.inference.policies.samurai import SamuraiPolicy
 
 _POLICIES: dict[str, type[MemoryPolicy]] = {
-    p.name: p for p in (SAM2Policy, ConfidentPolicy, SamuraiPolicy)
+    p.name: p for p in (SAM2Policy, ConfidentPolicy, SamuraiPolicy, DAM4SAMPolicy)
 }
 #: The names `get_policy` knows.
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
@@ -28,6 +29,7 @@ POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 __all__ = [
     "POLICY_NAMES",
     "ConfidentPolicy",
+    "DAM4SAMPolicy",
     "FrameSignals",
     "MaskCandidates",
     "MaskChoice",

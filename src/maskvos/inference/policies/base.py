@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class FrameSignals:
@@ -36,6 +38,10 @@ class FrameSignals:
         motion: how well the chosen mask agrees with the object's predicted motion (SAMURAI: the
             IoU of its box with the Kalman filter's predicted box); None where no motion model is
             tracked or it is not yet stable.
+        area: foreground pixels of the chosen mask at model-input size, where a policy asked for
+            the candidates' masks (0: an empty mask); None otherwise.
+        resolves_distractor: the policy judged the frame one that tells the object from a
+            look-alike (DAM4SAM: a confident, stable mask whose alternatives reveal a distractor).
     """
 
     object_score: float
@@ -43,6 +49,8 @@ class FrameSignals:
     confidence: float | None = None
     reference: float | None = None
     motion: float | None = None
+    area: float | None = None
+    resolves_distractor: bool = False
 
 
 @dataclass(frozen=True)
@@ -53,10 +61,13 @@ class MaskCandidates:
         boxes: per candidate, the (x0, y0, x1, y1) inclusive pixel bounds of its foreground (logit
             > 0) at model-input size; None for an empty candidate.
         ious: per candidate, the decoder's predicted IoU.
+        masks: (M, H, W) bool foreground of each candidate at model-input size, given to policies
+            that ask for it (`needs_candidate_masks`); None otherwise.
     """
 
     boxes: tuple[tuple[int, int, int, int] | None, ...]
     ious: tuple[float, ...]
+    masks: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -68,11 +79,15 @@ class MaskChoice:
         state: the policy's per-object state after this frame, as plain floats (saved with the
             session); the next frame of the pass receives it. None: nothing to carry.
         motion: the motion score of the chosen candidate (`FrameSignals.motion`).
+        area: its foreground pixels (`FrameSignals.area`).
+        resolves_distractor: `FrameSignals.resolves_distractor`.
     """
 
     index: int
     state: tuple[float, ...] | None = None
     motion: float | None = None
+    area: float | None = None
+    resolves_distractor: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,6 +172,8 @@ class MemoryPolicy(ABC):
     #: boxes and hands each object's state from frame to frame); False keeps SAM2's choice, the
     #: candidate of highest predicted IoU.
     chooses_masks: ClassVar[bool] = False
+    #: Whether `choose_mask` needs the candidates' masks, not only their boxes.
+    needs_candidate_masks: ClassVar[bool] = False
 
     def for_model(self, model_name: str) -> MemoryPolicy:
         """The policy with its model-dependent settings resolved for `model_name` (e.g. SAMURAI's
