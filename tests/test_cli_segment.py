@@ -193,3 +193,32 @@ def test_bad_input_gives_one_sentence_and_writes_nothing(video, prompt, checkpoi
         assert message in err, (message, err)
         assert err.startswith("maskvos: error: ") and err.count("\n") == 1 and "Traceback" not in err
         assert not (tmp_path / "never").exists(), f"{argv}: an output folder was created"
+
+
+@pytest.mark.parametrize("policy", ["samurai", "sam2long", "dam4sam"])
+def test_memory_policies_resume_from_the_cli_as_uninterrupted(policy, video, prompt, checkpoint, tmp_path):
+    """Each policy that carries state from frame to frame (a filter, pathway trees, area history)
+    resumes an interrupted run with the uninterrupted masks."""
+    reference = tmp_path / "reference"
+    extra = ["--memory-policy", policy, "--format", "png"] + (["--pathway-lag", "3"] if policy == "sam2long" else [])
+    assert _segment(video, prompt, checkpoint, reference, *extra) == 0
+    from maskvos.checkpoints import load_model
+    from maskvos.inference.policies import SAM2LongPolicy
+
+    chosen = SAM2LongPolicy(lag=3) if policy == "sam2long" else policy
+    out = tmp_path / "out"
+    source = open_source(video)
+    with pytest.raises(KeyboardInterrupt):
+        segment_video(load_model(checkpoint), source, prompts_from_mask_file(prompt, source, 0, None), out, formats=["png"],
+                      config=InferenceConfig(resolution=64, memory_policy=chosen), model_name=str(checkpoint),
+                      save=SaveSchedule(every_frames=4), progress=lambda total: _InterruptAfter(10))
+    assert _segment(video, prompt, checkpoint, out, *extra, "--resume") == 0
+    for i in range(N):
+        a = read_label_map(reference / "masks" / f"img_{i}.png")
+        assert np.array_equal(a, read_label_map(out / "masks" / f"img_{i}.png")), f"frame {i} differs after resuming"
+
+
+def test_pathway_lag_needs_the_sam2long_policy(video, prompt, checkpoint, tmp_path, capsys):
+    assert _segment(video, prompt, checkpoint, tmp_path / "out", "--pathway-lag", "4") == 2
+    err = capsys.readouterr().err
+    assert err == "maskvos: error: --pathway-lag applies to --memory-policy sam2long only; add that or drop --pathway-lag.\n"

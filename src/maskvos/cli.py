@@ -88,9 +88,13 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
                         help="how masks and memories are chosen: sam2 (every frame; the reference's rule), "
                         "confident (only frames the model is sure of, so occluders and lost objects stay out), "
                         "samurai (SAMURAI: a Kalman filter on each object's box picks among the decoder's masks; "
-                        "confident frames fill memory), dam4sam (DAM4SAM: a recent memory every 5th frame without "
-                        "empty masks, and a memory of frames that tell the object from look-alikes); samurai and "
-                        "dam4sam need a SAM2 model; default sam2")
+                        "confident frames fill memory), sam2long (SAM2Long: 3 hypotheses per object, each with its "
+                        "own memory, the most likely kept; see --pathway-lag), dam4sam (DAM4SAM: a recent memory "
+                        "every 5th frame without empty masks, and a memory of frames that tell the object from "
+                        "look-alikes); samurai, sam2long and dam4sam need a SAM2 model; default sam2")
+    parser.add_argument("--pathway-lag", type=int, default=None, metavar="N",
+                        help="with --memory-policy sam2long: a frame the hypotheses still disagree on N frames "
+                        "later is decided by the most likely one (masks come at most N frames late; default 16)")
     parser.add_argument("--temporal-smoothing", nargs="?", const="on", default="off", metavar="SPEC",
                         help="temporal consistency after tracking: presence hysteresis, 3-frame logit median, "
                         "small-hole filling ('on', or settings such as k=3,window=3,holes=0.0001); default off")
@@ -99,11 +103,18 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
 def _tracking_config(args: argparse.Namespace, **settings) -> tuple:
     """The InferenceConfig the options ask for, and a maker of the post-processors they ask for
     (fresh steps for each video; a bad --temporal-smoothing is refused here, before any work)."""
+    from maskvos.errors import ConfigError
     from maskvos.inference.config import InferenceConfig
     from maskvos.inference.temporal import parse_temporal_spec
 
     if args.memory_policy is not None:
         settings["memory_policy"] = args.memory_policy
+    if args.pathway_lag is not None:
+        from maskvos.inference.policies import SAM2LongPolicy
+
+        if args.memory_policy != "sam2long":
+            raise ConfigError("--pathway-lag applies to --memory-policy sam2long only; add that or drop --pathway-lag.")
+        settings["memory_policy"] = SAM2LongPolicy(lag=args.pathway_lag)
     spec = args.temporal_smoothing
     parse_temporal_spec(spec)
     return InferenceConfig(**settings), lambda: parse_temporal_spec(spec)

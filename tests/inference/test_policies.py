@@ -210,7 +210,7 @@ def test_outputs_not_admitted_are_never_selected_and_not_taken_for_evicted():
 
 # ------------------------------------------------------------------------------------------ configuration
 def test_policies_by_name_and_as_objects():
-    assert POLICY_NAMES == ("sam2", "confident", "samurai", "dam4sam")
+    assert POLICY_NAMES == ("sam2", "confident", "samurai", "sam2long", "dam4sam")
     assert get_policy("samurai") == SamuraiPolicy()
     assert get_policy("confident") == ConfidentPolicy()
     assert get_policy("sam2") == SAM2Policy()

@@ -32,6 +32,8 @@ __all__ = [
     "ObjectMemory",
     "RebuildView",
     "bank_state",
+    "entry_from_state",
+    "entry_state",
     "pointer_distances",
     "recent_frame_slots",
     "restore_bank",
@@ -350,21 +352,37 @@ class MemoryBank:
 _TENSOR_FIELDS = ("low_res_logits", "obj_ptr", "object_score_logits", "mem_feats")
 
 
+def entry_state(e: MemoryEntry) -> dict:
+    """One entry as plain containers of tensors (loadable with `weights_only=True`)."""
+    saved: dict = {k: getattr(e, k) for k in _TENSOR_FIELDS if getattr(e, k) is not None}
+    if e.signals is not None:
+        saved["signals"] = dataclasses.asdict(e.signals)
+    saved["is_memory"] = e.is_memory
+    saved["stamp"] = e.stamp
+    if e.track_state is not None:
+        saved["track_state"] = list(e.track_state)
+    return saved
+
+
+def entry_from_state(saved: dict, device: torch.device) -> MemoryEntry:
+    """The entry an `entry_state` holds, on `device`."""
+    tensors = {k: saved[k].to(device) for k in _TENSOR_FIELDS if k in saved}
+    signals = saved.get("signals")
+    track_state = saved.get("track_state")
+    return MemoryEntry(
+        **tensors,
+        signals=None if signals is None else FrameSignals(**signals),
+        is_memory=bool(saved.get("is_memory", True)),
+        stamp=int(saved.get("stamp", 0)),
+        track_state=None if track_state is None else tuple(float(v) for v in track_state),
+    )
+
+
 def bank_state(bank: MemoryBank) -> dict:
     """The bank's contents as plain dicts, lists and tensors (loadable with `weights_only=True`)."""
 
     def entries(store: dict[int, MemoryEntry]) -> dict[int, dict]:
-        out = {}
-        for t, e in store.items():
-            saved: dict = {k: getattr(e, k) for k in _TENSOR_FIELDS if getattr(e, k) is not None}
-            if e.signals is not None:
-                saved["signals"] = dataclasses.asdict(e.signals)
-            saved["is_memory"] = e.is_memory
-            saved["stamp"] = e.stamp
-            if e.track_state is not None:
-                saved["track_state"] = list(e.track_state)
-            out[t] = saved
-        return out
+        return {t: entry_state(e) for t, e in store.items()}
 
     return {
         "mem_pos_enc": bank.mem_pos_enc,
@@ -387,16 +405,7 @@ def restore_bank(bank: MemoryBank, state: dict, device: torch.device) -> None:
     """Replace the bank's contents by a saved `bank_state`."""
 
     def entry(saved: dict) -> MemoryEntry:
-        tensors = {k: saved[k].to(device) for k in _TENSOR_FIELDS if k in saved}
-        signals = saved.get("signals")
-        track_state = saved.get("track_state")
-        return MemoryEntry(
-            **tensors,
-            signals=None if signals is None else FrameSignals(**signals),
-            is_memory=bool(saved.get("is_memory", True)),
-            stamp=int(saved.get("stamp", 0)),
-            track_state=None if track_state is None else tuple(float(v) for v in track_state),
-        )
+        return entry_from_state(saved, device)
 
     pos = state["mem_pos_enc"]
     bank.mem_pos_enc = None if pos is None else pos.to(device)

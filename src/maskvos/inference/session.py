@@ -17,6 +17,7 @@ deciding admission, selection and so eviction), and the prompt masks kept to be 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache, sam2_encoder
 from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, RebuildView, bank_state, restore_bank
 from maskvos.inference.objects import ObjectRegistry
-from maskvos.inference.policies import FrameSignals, MaskCandidates, MaskChoice, MemoryWindow
+from maskvos.inference.pathways import PathwayTree, run_pathway_pass
+from maskvos.inference.policies import PROMPT_SCORE, FrameSignals, MaskCandidates, MaskChoice, MemoryWindow
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
 from maskvos.io.frames import FrameSource, open_source
 from maskvos.model.sam2 import (
@@ -95,6 +97,13 @@ class VideoSession(SessionBase):
             self._memory_batch = 1
         #: frames prompted since the last propagation (where the next one starts by default).
         self._new_prompt_frames: set[int] = set()
+        #: SAM2Long on a CPU: its pathways, and their rebuilds, run one row at a time, so that a
+        #: rebuilt memory equals the evicted one bit for bit (batches of other sizes round differently).
+        self._rows_one_by_one = self.policy.num_pathways > 1 and self._memory_batch == 1
+        #: a SAM2Long pass between two frames (its trees and undecided frames), for `state_dict`.
+        self._pathway_pass: dict | None = None
+        #: SAM2Long decisions: frames all pathways agreed on, and frames the lag bound decided.
+        self.pathway_stats = {"agreed": 0, "forced": 0}
 
     # ------------------------------------------------------------------ prompts
     @torch.inference_mode()
@@ -189,9 +198,11 @@ class VideoSession(SessionBase):
     @torch.inference_mode()
     def _run(self, passes: Sequence[Pass]) -> Iterator[FrameResult]:
         self._encode_prompts()
+        run_pass = self._run_pass if self.policy.num_pathways == 1 else partial(run_pathway_pass, self)
         for p in passes:
-            self._restore_context(p.start, p.reverse, self.obj_ids)
-            for i, result in enumerate(self._run_pass(p.start, p.stop, p.reverse, self.obj_ids)):
+            if self.policy.num_pathways == 1:  # a pathway pass restores the context where it goes on
+                self._restore_context(p.start, p.reverse, self.obj_ids)
+            for i, result in enumerate(run_pass(p.start, p.stop, p.reverse, self.obj_ids)):
                 if not (p.skip_start and i == 0):
                     yield result
 
@@ -237,11 +248,16 @@ class VideoSession(SessionBase):
                 entries[obj_id] = prompt
                 if rebuild is None:
                     self.bank.mark_visited(obj_id, frame_idx, reverse)
+            elif self._rows_one_by_one:
+                groups[(obj_id,)] = [obj_id]  # type: ignore[index]
             else:
                 groups.setdefault(self.bank.plan(obj_id, frame_idx, reverse, rebuild), []).append(obj_id)
         tracked_ids, outputs, new = [], [], []
-        for plan, group in groups.items():
+        for key, group in groups.items():
+            plan = key if isinstance(key, MemoryPlan) else self.bank.plan(group[0], frame_idx, reverse, rebuild)
             choose, choices = self._chooser([self._carried_state(o, frame_idx, reverse, rebuild) for o in group])
+            if rebuild is not None and self.policy.num_pathways > 1:
+                choose = self._rechooser([self._chosen_before(o, frame_idx) for o in group])
             out = self.model.track_frame(
                 features.expand(len(group)),
                 memory=self._memory_context(plan, group),
@@ -277,6 +293,24 @@ class VideoSession(SessionBase):
 
         return choose, choices
 
+    @staticmethod
+    def _rechooser(candidates: list[int | None]) -> MaskChooser:
+        """A chooser that takes the candidates chosen before (a rebuild of SAM2Long memories, whose
+        tree chose them; SAM2's rule where none was recorded)."""
+
+        def choose(multimask_logits: torch.Tensor, ious: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+            best = ious.argmax(dim=-1).tolist()
+            return torch.tensor([b if c is None else c for b, c in zip(best, candidates)], dtype=torch.int64)
+
+        return choose
+
+    def _chosen_before(self, obj_id: int, frame_idx: int) -> int | None:
+        """The candidate the object's evicted (or stored) output on a frame was."""
+        mem = self.bank.objects[obj_id]
+        entry = mem.tracked.get(frame_idx)
+        signals = entry.signals if entry is not None else mem.evicted_signals.get(frame_idx)
+        return None if signals is None else signals.candidate
+
     def _carried_state(self, obj_id: int, frame_idx: int, reverse: bool, rebuild: RebuildView | None) -> tuple[float, ...] | None:
         """What the policy carried to `frame_idx` from the object's previous frame in the pass (a
         prompt's, or a frame tracked in the same direction and visible to a rebuild); None otherwise."""
@@ -300,6 +334,8 @@ class VideoSession(SessionBase):
         scores = torch.cat([o.object_score_logits for o in outputs])
 
         def encode(rows: list[int]) -> list[torch.Tensor]:
+            if self._rows_one_by_one and len(rows) > 1:
+                return [m for r in rows for m in encode([r])]
             hr, sc = high_res, scores
             if len(rows) < high_res.shape[0]:
                 index = torch.tensor(rows, device=high_res.device)
@@ -310,16 +346,43 @@ class VideoSession(SessionBase):
 
         return encode
 
-    def _memory_context(self, plan: MemoryPlan, group: list[int]) -> MemoryContext:
-        frames = []
-        for t, t_pos, is_prompted in plan.spatial:
-            feats = torch.cat([self.bank.entry(o, t, is_prompted).mem_feats for o in group])
-            frames.append(MemoryFrame(feats, self.bank.mem_pos_enc, t_pos))
+    def _memory_context(
+        self, plan: MemoryPlan, group: list, lookup: Callable[[object, int, bool], MemoryEntry] | None = None
+    ) -> MemoryContext:
+        """The memories `plan` names for each row of `group` (obj_ids, or rows `lookup` resolves to
+        entries), with the policy's key scales where it has them."""
+        if lookup is None:
+            lookup = self.bank.entry
+        spatial = [[lookup(o, t, is_prompted) for o in group] for t, _, is_prompted in plan.spatial]
+        ptrs = [[lookup(o, t, is_prompted) for o in group] for t, _, is_prompted in plan.pointers]
+        frame_scales, ptr_scales = self._key_scales(plan, spatial, ptrs, len(group))
+        frames = [
+            MemoryFrame(torch.cat([e.mem_feats for e in entries]), self.bank.mem_pos_enc, t_pos, frame_scales[i])
+            for i, ((_, t_pos, _), entries) in enumerate(zip(plan.spatial, spatial))
+        ]
         pointers = [
-            ObjectPointer(torch.cat([self.bank.entry(o, t, is_prompted).obj_ptr for o in group]), distance)
-            for t, distance, is_prompted in plan.pointers
+            ObjectPointer(torch.cat([e.obj_ptr for e in entries]), distance, ptr_scales[i])
+            for i, ((_, distance, _), entries) in enumerate(zip(plan.pointers, ptrs))
         ]
         return MemoryContext(frames=frames, pointers=pointers, max_ptr_distance=plan.max_distance)
+
+    def _key_scales(
+        self, plan: MemoryPlan, spatial: list[list[MemoryEntry]], ptrs: list[list[MemoryEntry]], rows: int
+    ) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """Per memory frame and pointer, (rows,) factors on their keys from the policy (SAM2Long's
+        ranking by object score, a prompt counting `PROMPT_SCORE`); None entries leave keys as they are."""
+        none = [None] * len(spatial), [None] * len(ptrs)
+        per_row = []
+        for r in range(rows):
+            frame_scores = [PROMPT_SCORE if p else float(spatial[i][r].object_score_logits) for i, (_, _, p) in enumerate(plan.spatial)]
+            ptr_scores = [PROMPT_SCORE if p else float(ptrs[i][r].object_score_logits) for i, (_, _, p) in enumerate(plan.pointers)]
+            per_row.append(self.policy.memory_key_scales(frame_scores, ptr_scores))
+        if all(s is None for s in per_row):
+            return none
+        per_row = [s or ([1.0] * len(spatial), [1.0] * len(ptrs)) for s in per_row]
+        frame_scales = [torch.tensor([s[0][i] for s in per_row], device=self.device) for i in range(len(spatial))]
+        ptr_scales = [torch.tensor([s[1][i] for s in per_row], device=self.device) for i in range(len(ptrs))]
+        return frame_scales, ptr_scales
 
     def _encode_prompts(self) -> None:
         """Encode the memories of new prompts (binarised masks, as SAM2 does for frames the user touched)."""
@@ -394,6 +457,7 @@ class VideoSession(SessionBase):
             "bank": bank_state(self.bank),
             "prompt_masks": {prompt_state_key(o, t): torch.from_numpy(m) for (o, t), m in self._prompt_masks.items()},
             "new_prompt_frames": sorted(self._new_prompt_frames),
+            "pathway_pass": None if self._pathway_pass is None else _pathway_pass_state(self._pathway_pass),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -407,6 +471,8 @@ class VideoSession(SessionBase):
         for key, mask in state["prompt_masks"].items():
             self._prompt_masks[parse_prompt_state_key(key)] = mask.numpy().astype(bool)
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
+        saved = state.get("pathway_pass")
+        self._pathway_pass = None if saved is None else _pathway_pass_from_state(saved, self.device)
 
     # ------------------------------------------------------------------ helpers
     def _result(self, frame_idx: int, obj_ids: list[int], entries: list[MemoryEntry]) -> FrameResult:
@@ -472,3 +538,21 @@ def candidate_boxes(masks: torch.Tensor) -> list[tuple[tuple[int, int, int, int]
         tuple(tuple(b) if p else None for b, p in zip(bounds[i], present[i].tolist()))
         for i in range(masks.shape[0])
     ]
+
+
+def _pathway_pass_state(saved: dict) -> dict:
+    return {
+        "reverse": saved["reverse"],
+        "last": saved["last"],
+        "pending": list(saved["pending"]),
+        "trees": {o: tree.state() for o, tree in saved["trees"].items()},
+    }
+
+
+def _pathway_pass_from_state(saved: dict, device: torch.device) -> dict:
+    return {
+        "reverse": bool(saved["reverse"]),
+        "last": int(saved["last"]),
+        "pending": [int(t) for t in saved["pending"]],
+        "trees": {int(o): PathwayTree.from_state(tree, device) for o, tree in saved["trees"].items()},
+    }

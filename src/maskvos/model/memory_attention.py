@@ -186,6 +186,7 @@ class MemoryAttention(nn.Module):
         memory_pos: torch.Tensor,
         num_obj_ptr_tokens: int,
         feat_size: tuple[int, int],
+        key_scales: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Memory-conditioned features of the current frame.
 
@@ -197,6 +198,8 @@ class MemoryAttention(nn.Module):
                 `num_obj_ptr_tokens` object-pointer tokens.
             num_obj_ptr_tokens: how many trailing memory tokens are object pointers (not rotated).
             feat_size: (H, W) of the current frame's grid.
+            key_scales: (B, M) factors on the cross-attention keys (memory + position) of each
+                memory token before their projection (SAM2Long's ranking of memories); None: 1.
         Returns:
             (B, HW, C) memory-conditioned features.
         """
@@ -217,6 +220,8 @@ class MemoryAttention(nn.Module):
         rotations = self.rope.rotations(height, width, curr_feats.device)
         x = curr_feats + _POS_AT_INPUT_SCALE * curr_pos
         memory_keys = memory + memory_pos
+        if key_scales is not None:
+            memory_keys = memory_keys * key_scales.unsqueeze(-1)
         for layer in self.layers:
             x = layer(x, memory, memory_keys, rotations, num_mem_frames)
         return self.norm(x)

@@ -82,19 +82,23 @@ class MemoryFrame:
         pos_enc: (B or 1, D, h, w) their spatial position encoding.
         t_pos: temporal slot: 0 for prompted (conditioning) frames, 1..num_maskmem-1 for recent
             frames, where num_maskmem-1 is the frame right next to the current one.
+        key_scale: (B,) factor on the memory-attention keys of its tokens (SAM2Long); None: 1.
     """
 
     feats: torch.Tensor
     pos_enc: torch.Tensor
     t_pos: int
+    key_scale: torch.Tensor | None = None
 
 
 @dataclass
 class ObjectPointer:
-    """One earlier frame's object pointer. `ptr` (B, C); `distance` the temporal offset to the current frame."""
+    """One earlier frame's object pointer. `ptr` (B, C); `distance` the temporal offset to the current
+    frame; `key_scale` (B,) a factor on its tokens' memory-attention keys (None: 1)."""
 
     ptr: torch.Tensor
     distance: int
+    key_scale: torch.Tensor | None = None
 
 
 @dataclass
@@ -124,6 +128,7 @@ class TrackOutput:
         iou_scores: (B, M) predicted IoU of each candidate mask (M = 3 with multimask output).
         multimask_logits: (B, M, 4h, 4w) all candidate masks.
         choice: (B,) int64 index of the chosen candidate (0 where there is one).
+        candidate_ptrs: (B, M, C) the object pointer each candidate would give.
     """
 
     low_res_logits: torch.Tensor
@@ -133,6 +138,7 @@ class TrackOutput:
     iou_scores: torch.Tensor
     multimask_logits: torch.Tensor
     choice: torch.Tensor
+    candidate_ptrs: torch.Tensor | None = None
 
     @property
     def chosen_iou(self) -> torch.Tensor:
@@ -274,6 +280,7 @@ class SAM2Model(nn.Module):
             mem_tokens.append(ptr_tokens)
             mem_pos.append(ptr_pos)
             num_ptr_tokens = ptr_tokens.shape[1]
+        key_scales = _key_scales(memory, b, h * w, num_ptr_tokens // max(len(memory.pointers), 1), feats)
         curr = feats.flatten(2).transpose(1, 2)
         curr_pos = features.pos_enc.to(feats.dtype).flatten(2).transpose(1, 2)
         fused = self.memory_attention(
@@ -283,6 +290,7 @@ class SAM2Model(nn.Module):
             torch.cat(mem_pos, dim=1),
             num_obj_ptr_tokens=num_ptr_tokens,
             feat_size=(h, w),
+            key_scales=key_scales,
         )
         return fused.transpose(1, 2).reshape(b, c, h, w)
 
@@ -367,6 +375,13 @@ class SAM2Model(nn.Module):
         if with_high_res:
             high_res = F.interpolate(low_res, size=image_size, mode="bilinear", align_corners=False)
         obj_ptr = self._gate_pointer(self.obj_ptr_proj(token), is_present.float())
+        candidate_ptrs = None
+        if multimask_output and tokens.shape[1] > 1:
+            # One candidate at a time, as the chosen one's pointer is computed (the same rounding).
+            presence = is_present.float()
+            candidate_ptrs = torch.stack(
+                [self._gate_pointer(self.obj_ptr_proj(tokens[:, j]), presence) for j in range(tokens.shape[1])], dim=1
+            )
         return TrackOutput(
             low_res_logits=low_res,
             high_res_logits=high_res,
@@ -375,6 +390,7 @@ class SAM2Model(nn.Module):
             iou_scores=ious,
             multimask_logits=multimasks,
             choice=best,
+            candidate_ptrs=candidate_ptrs,
         )
 
     def _gate_pointer(self, obj_ptr: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
@@ -462,9 +478,33 @@ def _memory_rows(memory: MemoryContext, rows: slice) -> MemoryContext:
     """The memories of some objects; position encodings shared by all objects (batch 1) stay as they are."""
     return MemoryContext(
         frames=[
-            MemoryFrame(f.feats[rows], f.pos_enc if f.pos_enc.shape[0] == 1 else f.pos_enc[rows], f.t_pos)
+            MemoryFrame(
+                f.feats[rows],
+                f.pos_enc if f.pos_enc.shape[0] == 1 else f.pos_enc[rows],
+                f.t_pos,
+                None if f.key_scale is None else f.key_scale[rows],
+            )
             for f in memory.frames
         ],
-        pointers=[ObjectPointer(p.ptr[rows], p.distance) for p in memory.pointers],
+        pointers=[
+            ObjectPointer(p.ptr[rows], p.distance, None if p.key_scale is None else p.key_scale[rows])
+            for p in memory.pointers
+        ],
         max_ptr_distance=memory.max_ptr_distance,
     )
+
+
+def _key_scales(
+    memory: MemoryContext, batch_size: int, tokens_per_frame: int, tokens_per_pointer: int, like: torch.Tensor
+) -> torch.Tensor | None:
+    """(B, M) per-token factors on the memory-attention keys, from the frames' and pointers'
+    `key_scale`; None where none is set."""
+    items = [(f.key_scale, tokens_per_frame) for f in memory.frames] + [(p.key_scale, tokens_per_pointer) for p in memory.pointers]
+    if all(scale is None for scale, _ in items):
+        return None
+    parts = []
+    for scale, count in items:
+        if scale is None:
+            scale = like.new_ones(batch_size)
+        parts.append(scale.to(like.dtype).view(batch_size, 1).expand(batch_size, count))
+    return torch.cat(parts, dim=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from maskvos.errors import ConfigError
 from maskvos.inference.policies.base import (
+    PROMPT_SCORE,
     FrameSignals,
     MaskCandidates,
     MaskChoice,
@@ -18,16 +19,18 @@ from maskvos.inference.policies.base import (
 from maskvos.inference.policies.confident import ConfidentPolicy
 from maskvos.inference.policies.dam4sam import DAM4SAMPolicy
 from maskvos.inference.policies.sam2 import SAM2Policy
+from maskvos.inference.policies.sam2long import SAM2LongPolicy
 from maskvos.inference.policies.samurai import SamuraiPolicy
 
 _POLICIES: dict[str, type[MemoryPolicy]] = {
-    p.name: p for p in (SAM2Policy, ConfidentPolicy, SamuraiPolicy, DAM4SAMPolicy)
+    p.name: p for p in (SAM2Policy, ConfidentPolicy, SamuraiPolicy, SAM2LongPolicy, DAM4SAMPolicy)
 }
 #: The names `get_policy` knows.
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
 
 __all__ = [
     "POLICY_NAMES",
+    "PROMPT_SCORE",
     "ConfidentPolicy",
     "DAM4SAMPolicy",
     "FrameSignals",
@@ -36,6 +39,7 @@ __all__ = [
     "MemoryPlan",
     "MemoryPolicy",
     "MemoryWindow",
+    "SAM2LongPolicy",
     "SAM2Policy",
     "SamuraiPolicy",
     "get_policy",

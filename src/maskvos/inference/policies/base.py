@@ -20,6 +20,9 @@ from typing import ClassVar
 
 import numpy as np
 
+#: The object score a prompted frame counts as where memories are ranked by object score (SAM2Long).
+PROMPT_SCORE = 10.0
+
 
 @dataclass(frozen=True)
 class FrameSignals:
@@ -42,6 +45,8 @@ class FrameSignals:
             the candidates' masks (0: an empty mask); None otherwise.
         resolves_distractor: the policy judged the frame one that tells the object from a
             look-alike (DAM4SAM: a confident, stable mask whose alternatives reveal a distractor).
+        candidate: which of the decoder's candidates the output is, where a policy chose it (a
+            rebuild of an evicted memory takes the same one again).
     """
 
     object_score: float
@@ -51,6 +56,7 @@ class FrameSignals:
     motion: float | None = None
     area: float | None = None
     resolves_distractor: bool = False
+    candidate: int | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,18 @@ class MemoryPolicy(ABC):
         SAM2's rule: the highest predicted IoU (the first of equals)."""
         ious = candidates.ious
         return MaskChoice(max(range(len(ious)), key=lambda i: (ious[i], -i)))
+
+    @property
+    def num_pathways(self) -> int:
+        """Hypotheses kept per object (SAM2Long's memory tree: several; every other policy: one)."""
+        return 1
+
+    def memory_key_scales(
+        self, frame_scores: Sequence[float], pointer_scores: Sequence[float]
+    ) -> tuple[list[float], list[float]] | None:
+        """Factors on the memory-attention keys of the attended frames and pointers, given their
+        object scores (a prompt's counts `PROMPT_SCORE`); None leaves the keys as they are."""
+        return None
 
     def present(self, signals: FrameSignals) -> bool:
         """Whether the object counts as present on a tracked frame, for engines that have no presence
