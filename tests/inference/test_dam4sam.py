@@ -18,6 +18,7 @@ from maskvos.inference.memory_bank import MemoryBank, MemoryEntry
 from maskvos.inference.policies import DAM4SAMPolicy, FrameSignals, MaskCandidates, MemoryWindow, get_policy
 from maskvos.inference.session import VideoSession, candidate_boxes
 from maskvos.model.config import get_config
+from policy_tools import assert_window_property
 
 from parity_tools import disk_video, samurai_checkpoint
 
@@ -107,20 +108,11 @@ def test_memory_split_recent_appearance_with_stride_and_distractor_frames():
 
 def test_dam4sam_policy_has_the_window_property():
     rng = np.random.default_rng(4)
-    policy = DAM4SAMPolicy()
     for _ in range(4):
         memories = {
             t: signals(area=float(rng.random() > 0.2) * 100, drm=bool(rng.random() < 0.1)) for t in range(1, 120) if rng.random() < 0.9
         }
-        for k in range(1, 120, 5):
-            for reverse in (False, True):
-                at_start = policy.reach(WINDOW, k, reverse, [0], memories)
-                step = -1 if reverse else 1
-                for f in range(k + step, k + 50 * step, step):
-                    if not 1 <= f < 120:
-                        break
-                    before = {t for t in policy.reach(WINDOW, f, reverse, [0], memories) if (t > k if reverse else t < k)}
-                    assert before <= at_start, (k, f, reverse, before - at_start)
+        assert_window_property(DAM4SAMPolicy(), WINDOW, memories, range(1, 120, 5), range(1, 120), prompted=[0], span=50)
 
 
 def test_eviction_keeps_what_selection_reaches_and_stays_bounded():

@@ -32,6 +32,7 @@ from maskvos.inference.policies import (
 )
 from maskvos.inference.session import VideoSession
 from maskvos.model.sam2 import SAM2Model
+from policy_tools import assert_window_property
 
 from model_tools import tiny_sam2
 
@@ -390,16 +391,7 @@ def test_confident_policy_has_the_window_property(scan):
     policy = ConfidentPolicy(scan=scan)
     for _ in range(5):
         memories = {t for t in range(80) if rng.random() < 0.3}
-        for k in range(0, 80, 3):
-            for reverse in (False, True):
-                at_start = policy.reach(window, k, reverse, [], memories)
-                step = -1 if reverse else 1
-                for f in range(k + step, k + 40 * step, step):
-                    if not 0 <= f < 80:
-                        break
-                    reached = policy.reach(window, f, reverse, [], memories)
-                    before = {t for t in reached if (t > k if reverse else t < k)}
-                    assert before <= at_start, (k, f, reverse, before - at_start)
+        assert_window_property(policy, window, memories, range(0, 80, 3), range(80))
 
 
 def test_confident_eviction_keeps_what_selection_reaches():

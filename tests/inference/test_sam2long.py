@@ -20,6 +20,7 @@ from maskvos.inference.pathways import Pathway, PathwayTree, survivors
 from maskvos.inference.policies import FrameSignals, MemoryWindow, SAM2LongPolicy, get_policy
 from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
+from policy_tools import assert_window_property
 
 from parity_tools import disk_video, samurai_checkpoint
 
@@ -102,15 +103,7 @@ def test_sam2long_policy_has_the_window_property():
     rng = np.random.default_rng(7)
     for _ in range(4):
         memories = {t: FrameSignals(float(rng.normal(1, 2)), float(rng.uniform(0, 0.3))) for t in range(80) if rng.random() < 0.8}
-        for k in range(0, 80, 4):
-            for reverse in (False, True):
-                at_start = POLICY.reach(WINDOW, k, reverse, [], memories)
-                step = -1 if reverse else 1
-                for f in range(k + step, k + 40 * step, step):
-                    if not 0 <= f < 80:
-                        break
-                    before = {t for t in POLICY.reach(WINDOW, f, reverse, [], memories) if (t > k if reverse else t < k)}
-                    assert before <= at_start, (k, f, reverse, before - at_start)
+        assert_window_property(POLICY, WINDOW, memories, range(0, 80, 4), range(80))
 
 
 def test_keys_are_scaled_by_rank_of_object_score():

@@ -18,6 +18,7 @@ from maskvos.inference.memory_bank import MemoryBank, MemoryEntry
 from maskvos.inference.policies import FrameSignals, MaskCandidates, MemoryWindow, SamuraiPolicy, get_policy
 from maskvos.inference.session import VideoSession, candidate_boxes
 from maskvos.model.config import get_config
+from policy_tools import assert_window_property
 
 from parity_tools import disk_video, samurai_checkpoint
 
@@ -66,18 +67,9 @@ def test_the_frame_after_a_prompt_is_only_taken_as_the_frame_before():
 
 def test_samurai_policy_has_the_window_property():
     rng = np.random.default_rng(1)
-    policy = SamuraiPolicy()
     for _ in range(4):
         memories = {t: FrameSignals(1.0, float(rng.uniform(0.3, 0.9))) for t in range(80) if rng.random() < 0.7}
-        for k in range(0, 80, 4):
-            for reverse in (False, True):
-                at_start = policy.reach(WINDOW, k, reverse, [], memories)
-                step = -1 if reverse else 1
-                for f in range(k + step, k + 40 * step, step):
-                    if not 0 <= f < 80:
-                        break
-                    before = {t for t in policy.reach(WINDOW, f, reverse, [], memories) if (t > k if reverse else t < k)}
-                    assert before <= at_start, (k, f, reverse, before - at_start)
+        assert_window_property(SamuraiPolicy(), WINDOW, memories, range(0, 80, 4), range(80))
 
 
 def test_eviction_keeps_what_selection_reaches_and_stays_bounded():
