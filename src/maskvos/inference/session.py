@@ -4,7 +4,8 @@ The session drives the model's per-frame step functions with SAM2's video semant
 same masks as Meta's `SAM2VideoPredictor` (with `add_all_frames_to_correct_as_cond=True`, so a
 correction stays a prompt), without its limits: frames are read lazily from any source, memories
 no longer selectable are evicted (resident memory does not grow with the video), the objects of a
-frame run through memory attention, decoder and memory encoder as one batch, and results come at
+frame run through memory attention, decoder and memory encoder as one batch on a GPU (one at a time
+on a CPU, where that is as fast and keeps rebuilds bit-exact), and results come at
 the frame's own size, with a user's mask prompt returned unchanged. Before a pass starts, and before
 a correction, memories it would attend to that were evicted are rebuilt (`_restore_context`), so
 eviction never changes a result.
@@ -97,9 +98,11 @@ class VideoSession(SessionBase):
             self._memory_batch = 1
         #: frames prompted since the last propagation (where the next one starts by default).
         self._new_prompt_frames: set[int] = set()
-        #: SAM2Long on a CPU: its pathways, and their rebuilds, run one row at a time, so that a
-        #: rebuilt memory equals the evicted one bit for bit (batches of other sizes round differently).
-        self._rows_one_by_one = self.policy.num_pathways > 1 and self._memory_batch == 1
+        #: On a CPU objects (and SAM2Long's pathways) are tracked and encoded one row at a time: a
+        #: rebuilt memory then equals the evicted one bit for bit (a batch of another size, as when one
+        #: object's memories are rebuilt without the others, rounds differently), and batching them
+        #: measured no faster there.
+        self._rows_one_by_one = self._memory_batch == 1
         #: a SAM2Long pass between two frames (its trees and undecided frames), for `state_dict`.
         self._pathway_pass: dict | None = None
         #: SAM2Long decisions: frames all pathways agreed on, and frames the lag bound decided.
