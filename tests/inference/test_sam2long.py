@@ -220,5 +220,7 @@ def test_a_correction_after_eviction_rebuilds_the_tree_s_choices_exactly(tmp_pat
     a = evicting.add_points(k, 2, point, [1])
     b = keeping.add_points(k, 2, point, [1])
     assert torch.equal(a.mask_logits, b.mask_logits), (a.mask_logits - b.mask_logits).abs().max()
+    tracked = evicting.bank.objects[2].tracked
+    assert all(e.signals.candidate is not None for e in tracked.values()), "a rebuilt memory keeps its candidate"
     for ra, rb in zip(evicting.propagate(), keeping.propagate(), strict=True):
         assert torch.equal(ra.mask_logits, rb.mask_logits), ra.frame_idx

@@ -14,9 +14,10 @@ import torch
 from maskvos.checkpoints import load_model
 from maskvos.errors import ConfigError
 from maskvos.inference.config import InferenceConfig
+from maskvos.inference.mask_choice import candidate_boxes
 from maskvos.inference.memory_bank import MemoryBank, MemoryEntry
 from maskvos.inference.policies import FrameSignals, MaskCandidates, MemoryWindow, SamuraiPolicy, get_policy
-from maskvos.inference.session import VideoSession, candidate_boxes
+from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
 from policy_tools import assert_window_property
 

@@ -27,17 +27,17 @@ import torch.nn.functional as F
 from maskvos.inference.api import FrameResult, Pass, SessionBase, SessionError, parse_prompt_state_key, prompt_state_key
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.frame_cache import FrameCache, sam2_encoder
+from maskvos.inference.mask_choice import carried_state, chosen_before, policy_chooser, replay_chooser
 from maskvos.inference.memory_bank import MemoryBank, MemoryEntry, MemoryPlan, RebuildView, bank_state, restore_bank
 from maskvos.inference.objects import ObjectRegistry
 from maskvos.inference.pathways import PathwayTree, run_pathway_pass
-from maskvos.inference.policies import PROMPT_SCORE, FrameSignals, MaskCandidates, MaskChoice, MemoryWindow
+from maskvos.inference.policies import PROMPT_SCORE, FrameSignals, MaskChoice, MemoryWindow
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
 from maskvos.io.frames import FrameSource, open_source
 from maskvos.model.sam2 import (
     MASK_PROMPT_BIAS,
     MASK_PROMPT_SCALE,
     FrameFeatures,
-    MaskChooser,
     MemoryContext,
     MemoryFrame,
     ObjectPointer,
@@ -163,7 +163,7 @@ class VideoSession(SessionBase):
             memory = self._memory_context(self.bank.plan(obj_id, frame_idx, reverse), [obj_id])
         prev = self.bank.latest(obj_id, frame_idx)
         prev_logits = None if prev is None else prev.low_res_logits.clamp(-PREV_LOGIT_CLAMP, PREV_LOGIT_CLAMP)
-        choose, choices = self._chooser([None])  # a click restarts the policy's per-object state
+        choose, choices = policy_chooser(self.policy, [None])  # a click restarts the policy's per-object state
         out = self.model.track_frame(
             self.frames.features(frame_idx),
             memory=memory,
@@ -258,9 +258,11 @@ class VideoSession(SessionBase):
         tracked_ids, outputs, new = [], [], []
         for key, group in groups.items():
             plan = key if isinstance(key, MemoryPlan) else self.bank.plan(group[0], frame_idx, reverse, rebuild)
-            choose, choices = self._chooser([self._carried_state(o, frame_idx, reverse, rebuild) for o in group])
             if rebuild is not None and self.policy.num_pathways > 1:
-                choose = self._rechooser([self._chosen_before(o, frame_idx) for o in group])
+                choose, choices = replay_chooser([chosen_before(self.bank, o, frame_idx) for o in group])
+            else:
+                states = [carried_state(self.bank, o, frame_idx, reverse, rebuild) for o in group]
+                choose, choices = policy_chooser(self.policy, states)
             out = self.model.track_frame(
                 features.expand(len(group)),
                 memory=self._memory_context(plan, group),
@@ -276,57 +278,6 @@ class VideoSession(SessionBase):
             self.bank.admit(frame_idx, reverse, list(zip(tracked_ids, new)), encode, is_rebuild=rebuild is not None)
             entries.update(zip(tracked_ids, new))
         return [entries[obj_id] for obj_id in obj_ids]
-
-    def _chooser(self, states: list[tuple[float, ...] | None]) -> tuple[MaskChooser | None, list[MaskChoice]]:
-        """The mask chooser of a policy that picks among the decoder's candidates (None for SAM2's
-        rule), for objects whose carried states are `states`, and the list it fills with each
-        object's `MaskChoice` when the decoder gives several candidates."""
-        if not self.policy.chooses_masks:
-            return None, []
-        choices: list[MaskChoice] = []
-
-        def choose(multimask_logits: torch.Tensor, ious: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-            high_res = F.interpolate(multimask_logits, size=image_size, mode="bilinear", align_corners=False) > 0
-            boxes = candidate_boxes(high_res)
-            masks = high_res.cpu().numpy() if self.policy.needs_candidate_masks else None
-            for row, state in enumerate(states):
-                candidates = MaskCandidates(boxes[row], tuple(ious[row].float().tolist()), None if masks is None else masks[row])
-                choices.append(self.policy.choose_mask(candidates, state))
-            return torch.tensor([c.index for c in choices], dtype=torch.int64)
-
-        return choose, choices
-
-    @staticmethod
-    def _rechooser(candidates: list[int | None]) -> MaskChooser:
-        """A chooser that takes the candidates chosen before (a rebuild of SAM2Long memories, whose
-        tree chose them; SAM2's rule where none was recorded)."""
-
-        def choose(multimask_logits: torch.Tensor, ious: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-            best = ious.argmax(dim=-1).tolist()
-            return torch.tensor([b if c is None else c for b, c in zip(best, candidates)], dtype=torch.int64)
-
-        return choose
-
-    def _chosen_before(self, obj_id: int, frame_idx: int) -> int | None:
-        """The candidate the object's evicted (or stored) output on a frame was."""
-        mem = self.bank.objects[obj_id]
-        entry = mem.tracked.get(frame_idx)
-        signals = entry.signals if entry is not None else mem.evicted_signals.get(frame_idx)
-        return None if signals is None else signals.candidate
-
-    def _carried_state(self, obj_id: int, frame_idx: int, reverse: bool, rebuild: RebuildView | None) -> tuple[float, ...] | None:
-        """What the policy carried to `frame_idx` from the object's previous frame in the pass (a
-        prompt's, or a frame tracked in the same direction and visible to a rebuild); None otherwise."""
-        previous = frame_idx + (1 if reverse else -1)
-        mem = self.bank.objects[obj_id]
-        entry = mem.prompted.get(previous)
-        if entry is None:
-            entry = mem.tracked.get(previous)
-            if entry is None or mem.directions.get(previous) != reverse:
-                return None
-            if rebuild is not None and not rebuild.sees(obj_id, previous, entry):
-                return None
-        return entry.track_state
 
     def _memory_encoder(
         self, features: FrameFeatures, outputs: list[TrackOutput]
@@ -519,28 +470,12 @@ def _entries(out: TrackOutput, choices: Sequence[MaskChoice] = ()) -> list[Memor
                     motion=None if choice is None else choice.motion,
                     area=None if choice is None else choice.area,
                     resolves_distractor=choice is not None and choice.resolves_distractor,
+                    candidate=None if choice is None else choice.index,
                 ),
                 track_state=None if choice is None else choice.state,
             )
         )
     return entries
-
-
-def candidate_boxes(masks: torch.Tensor) -> list[tuple[tuple[int, int, int, int] | None, ...]]:
-    """Per object and candidate, the (x0, y0, x1, y1) inclusive pixel bounds of a (B, M, H, W) bool
-    mask's foreground; None where it is empty."""
-    rows, cols = masks.any(dim=-1), masks.any(dim=-2)  # (B, M, H), (B, M, W)
-    height, width = masks.shape[-2:]
-    y0 = rows.int().argmax(-1)
-    y1 = height - 1 - rows.flip(-1).int().argmax(-1)
-    x0 = cols.int().argmax(-1)
-    x1 = width - 1 - cols.flip(-1).int().argmax(-1)
-    present = rows.any(-1)
-    bounds = torch.stack([x0, y0, x1, y1], dim=-1).tolist()
-    return [
-        tuple(tuple(b) if p else None for b, p in zip(bounds[i], present[i].tolist()))
-        for i in range(masks.shape[0])
-    ]
 
 
 def _pathway_pass_state(saved: dict) -> dict:
