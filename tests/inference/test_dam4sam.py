@@ -15,11 +15,10 @@ from maskvos.checkpoints import load_model
 from maskvos.errors import ConfigError
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.mask_choice import candidate_boxes
-from maskvos.inference.memory_bank import MemoryBank, MemoryEntry
 from maskvos.inference.policies import DAM4SAMPolicy, FrameSignals, MaskCandidates, MemoryWindow, get_policy
 from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
-from policy_tools import assert_window_property
+from policy_tools import admit_output, assert_window_property, prompted_banks
 
 from parity_tools import disk_video, samurai_checkpoint
 
@@ -119,18 +118,14 @@ def test_dam4sam_policy_has_the_window_property():
 def test_eviction_keeps_what_selection_reaches_and_stays_bounded():
     policy = DAM4SAMPolicy()
     window = MemoryWindow(7, 1, 16, num_frames=400)
-    banks = [MemoryBank(window, policy), MemoryBank(window, policy, keep_all=True)]
-    for bank in banks:
-        bank.stage_prompt(1, 0, MemoryEntry(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8), torch.ones(1, 1)))
-        bank.promote(1, 0, torch.zeros(1, 4, 1, 1))
+    banks = prompted_banks(window, policy)
     rng = np.random.default_rng(5)
     for t in range(1, 390):
         banks[0].evict(t, False)
         assert banks[0].plan(1, t, False) == banks[1].plan(1, t, False), t
         sig = signals(area=0.0 if 150 < t < 300 else 100.0, drm=t < 60 and rng.random() < 0.1)
         for bank in banks:
-            entry = MemoryEntry(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8), torch.ones(1, 1), signals=sig)
-            bank.admit(t, False, [(1, entry)], lambda rows: [torch.zeros(1, 4, 1, 1) for _ in rows])
+            admit_output(bank, t, sig)
         assert len(banks[0].objects[1].tracked) <= 2 * (7 + 16) + 1, t
 
 

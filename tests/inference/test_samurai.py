@@ -15,11 +15,10 @@ from maskvos.checkpoints import load_model
 from maskvos.errors import ConfigError
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.mask_choice import candidate_boxes
-from maskvos.inference.memory_bank import MemoryBank, MemoryEntry
 from maskvos.inference.policies import FrameSignals, MaskCandidates, MemoryWindow, SamuraiPolicy, get_policy
 from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
-from policy_tools import assert_window_property
+from policy_tools import admit_output, assert_window_property, prompted_banks
 
 from parity_tools import disk_video, samurai_checkpoint
 
@@ -76,10 +75,7 @@ def test_samurai_policy_has_the_window_property():
 def test_eviction_keeps_what_selection_reaches_and_stays_bounded():
     policy = SamuraiPolicy()
     window = MemoryWindow(7, 1, 16, num_frames=300)
-    banks = [MemoryBank(window, policy), MemoryBank(window, policy, keep_all=True)]
-    for bank in banks:
-        bank.stage_prompt(1, 0, MemoryEntry(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8), torch.ones(1, 1)))
-        bank.promote(1, 0, torch.zeros(1, 4, 1, 1))
+    banks = prompted_banks(window, policy)
     rng = np.random.default_rng(2)
     for t in range(1, 290):
         banks[0].evict(t, False)
@@ -90,8 +86,7 @@ def test_eviction_keeps_what_selection_reaches_and_stays_bounded():
             )[:5]
         iou = 0.2 if 120 < t < 250 else float(rng.uniform(0.3, 0.95))
         for bank in banks:
-            entry = MemoryEntry(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8), torch.ones(1, 1), signals=FrameSignals(1.0, iou))
-            bank.admit(t, False, [(1, entry)], lambda rows: [torch.zeros(1, 4, 1, 1) for _ in rows])
+            admit_output(bank, t, FrameSignals(1.0, iou))
         assert len(banks[0].objects[1].tracked) <= 2 * (6 + 15) + 1
 
 
