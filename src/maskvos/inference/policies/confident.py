@@ -24,7 +24,7 @@ from typing import ClassVar
 
 from maskvos.errors import ConfigError
 from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
-from maskvos.inference.policies.sam2 import plan_pointers, select_prompted_frames
+from maskvos.inference.policies.sam2 import nearest_before, plan_pointers, select_prompted_frames
 
 
 @dataclass(frozen=True)
@@ -97,5 +97,4 @@ class ConfidentPolicy(MemoryPolicy):
         if self.scan is not None:
             near = [frame_idx + sign * d for d in range(1, self.scan + 1)]
             return [t for t in near if t in memories][:count]
-        before = [t for t in memories if (t > frame_idx if reverse else t < frame_idx)]
-        return sorted(before, key=lambda t: abs(t - frame_idx))[:count]
+        return nearest_before(frame_idx, reverse, memories, count, lambda t: True)

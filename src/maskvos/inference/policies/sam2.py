@@ -7,7 +7,7 @@ and the most recent frames.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,6 +98,16 @@ def pointer_distances(
             break
         recent.append((t, distance))
     return prompted_ptrs, recent, max(limit - 1, 1)
+
+
+def nearest_before(
+    frame_idx: int, reverse: bool, frames: Iterable[int], count: int, qualifies: Callable[[int], bool]
+) -> list[int]:
+    """The `count` frames of `frames` nearest before `frame_idx` in the tracking direction for which
+    `qualifies(t)` holds, nearest first (the scan of the policies that keep the frame before and the
+    most recent good frames before it: samurai, sam2long)."""
+    before = [t for t in frames if (t > frame_idx if reverse else t < frame_idx)]
+    return [t for t in sorted(before, key=lambda t: abs(t - frame_idx)) if qualifies(t)][:count]
 
 
 def plan_pointers(

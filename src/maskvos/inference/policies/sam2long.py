@@ -35,7 +35,7 @@ import numpy as np
 
 from maskvos.errors import ConfigError
 from maskvos.inference.policies.base import FrameSignals, MemoryPlan, MemoryPolicy, MemoryWindow
-from maskvos.inference.policies.sam2 import plan_pointers, select_prompted_frames
+from maskvos.inference.policies.sam2 import nearest_before, plan_pointers, select_prompted_frames
 
 
 @dataclass(frozen=True)
@@ -96,13 +96,9 @@ class SAM2LongPolicy(MemoryPolicy):
             chain.append((previous, True))
         else:
             chain.append((previous, None))
-        earlier = [t for t in memories if (t > previous if reverse else t < previous)]
         limit = max(window.num_maskmem - 1, window.max_pointers - 1)
-        for t in sorted(earlier, key=lambda t: abs(t - frame_idx)):
-            if len(chain) >= limit:
-                break
-            if self.is_admitted(memories[t]):
-                chain.append((t, False))
+        admitted = nearest_before(previous, reverse, memories, limit - 1, lambda t: self.is_admitted(memories[t]))
+        chain += [(t, False) for t in admitted]
         spatial = [(t, 0, True) for t in selected]
         for rank, (t, is_prompted) in enumerate(chain[: window.num_maskmem - 1]):
             if is_prompted is None or (is_prompted and t not in unselected):

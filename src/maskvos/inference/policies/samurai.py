@@ -45,7 +45,7 @@ from maskvos.inference.policies.base import (
     MemoryPolicy,
     MemoryWindow,
 )
-from maskvos.inference.policies.sam2 import plan_pointers, select_prompted_frames
+from maskvos.inference.policies.sam2 import nearest_before, plan_pointers, select_prompted_frames
 
 #: `motion_weight` of SAMURAI's configurations: 0.15 for large models, 0.25 for the others.
 MOTION_WEIGHT_LARGE = 0.15
@@ -151,16 +151,12 @@ class SamuraiPolicy(MemoryPolicy):
         elif previous in unselected:
             spatial.append((previous, nearest, True))
         prompts = set(prompted)
-        earlier = [t for t in memories if (t > previous if reverse else t < previous)]
-        t_pos = nearest - 1
-        for t in sorted(earlier, key=lambda t: abs(t - frame_idx)):
-            if t_pos < 1:
-                break
-            if self.skip_after_prompt and t + step in prompts:
-                continue
-            if self.is_confident(memories[t]):
-                spatial.append((t, t_pos, False))
-                t_pos -= 1
+
+        def usable(t: int) -> bool:
+            return not (self.skip_after_prompt and t + step in prompts) and self.is_confident(memories[t])
+
+        for i, t in enumerate(nearest_before(previous, reverse, memories, nearest - 1, usable)):
+            spatial.append((t, nearest - 1 - i, False))
         pointers, max_distance = plan_pointers(window, frame_idx, reverse, selected, memories, unselected)
         return MemoryPlan(tuple(spatial), tuple(pointers), max_distance)
 
