@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "maskvos.app": 6,
     "maskvos.eval.run": 7,  # the evaluation runner is a front end
     "maskvos.cli": 7,
+    "maskvos.serve": 7,  # the HTTP API and page, a front end over the application layer
     "maskvos.__main__": 8,
     "maskvos": 8,  # the package facade
 }

@@ -205,6 +205,22 @@ def resolve_checkpoint(
     return Path(text), None
 
 
+def cached_checkpoint(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The local file of a model name or path without any network access: an existing path, a
+    published model already in the download cache, else None."""
+    text = str(name_or_path)
+    if Path(text).exists():
+        return Path(text)
+    key = text.strip().lower().replace("_", "-").replace("b+", "base-plus")
+    if key not in HUB_FILES:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo_id, filename = HUB_FILES[key]
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=None if cache_dir is None else str(cache_dir))
+    return Path(found) if isinstance(found, str) else None
+
+
 def download_checkpoint(
     name: str, cache_dir: str | os.PathLike[str] | None = None, endpoint: str | None = None
 ) -> Path:

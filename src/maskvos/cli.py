@@ -302,6 +302,43 @@ def _add_segment_parser(sub) -> None:
     seg.set_defaults(func=cmd_segment)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the session API and the web page."""
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.serve import ServeSettings, build_pool, serve
+    from maskvos.serve.server import check_root, configure_logging
+
+    root = check_root(args.root)
+    configure_logging()
+    if args.model or args.checkpoint:
+        print(f"maskvos serve: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
+    pool = build_pool(args.model, args.checkpoint, args.device, InferenceConfig(resolution=args.resolution), _note)
+    settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
+                             max_upload_mb=args.max_upload_mb)
+    serve(args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True))
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    sv = sub.add_parser("serve", help="the interactive web page and the session HTTP API",
+                        description="Serve a web page (and its HTTP API) to open a video, paint, click or box "
+                        "objects, propagate, correct and export. Binds 127.0.0.1 unless --host says otherwise.")
+    group = sv.add_mutually_exclusive_group()
+    group.add_argument("--model", help="published model name, e.g. sam2.1-tiny (downloaded once; featmatch if it "
+                       "cannot be), or featmatch; default: sam2.1-tiny if cached, else featmatch")
+    group.add_argument("--checkpoint", help="path of a SAM2/SAM2.1 .pt checkpoint or a maskvos .safetensors file")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    sv.add_argument("--root", default=".", help="folder whose videos and frame folders may be opened (default: here)")
+    sv.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024; 512 is faster)")
+    sv.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    sv.add_argument("--max-sessions", type=int, default=8, help="sessions open at once (default 8)")
+    sv.add_argument("--idle-timeout", type=float, default=1800.0, metavar="SECONDS",
+                    help="close a session after this long without a request (default 1800)")
+    sv.add_argument("--max-upload-mb", type=int, default=4096, help="largest upload accepted, in MiB (default 4096)")
+    sv.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskvos", description="Video object segmentation from prompts.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     _add_segment_parser(sub)
     _add_eval_parsers(sub)
+    _add_serve_parser(sub)
     return parser
 
 

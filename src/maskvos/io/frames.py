@@ -212,6 +212,9 @@ class VideoFileSource(FrameSource):
                 self.height, self.width = first.height, first.width
                 self._first_pts: int | None = first.pts
                 self._stored_count: int | None = stream.frames or None
+                rate = stream.average_rate or stream.guessed_rate
+                #: frames per second as the container states it (None when it states none)
+                self.fps: float | None = float(rate) if rate else None
         except FrameSourceError:
             raise
         except (av.error.FFmpegError, StopIteration, OSError, ValueError) as exc:

@@ -12,6 +12,7 @@ Per-object masks are a dict {obj_id: (H, W) bool}.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,17 @@ def read_label_map(path: str | Path) -> np.ndarray:
     - RGB(A) images: an error unless they are grey in disguise.
     """
     path = Path(path)
+    return _decode_mask_image(path, path)
+
+
+def decode_label_map(data: bytes, what: str = "frame") -> np.ndarray:
+    """`read_label_map` of PNG bytes (`what` names them in an error)."""
+    return _decode_mask_image(io.BytesIO(data), Path(what))
+
+
+def _decode_mask_image(fp: Path | io.BytesIO, path: Path) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        with Image.open(fp) as img:
             mode = img.mode
             arr = np.asarray(img)
             is_written_id_map = img.info.get(_ID_MAP_KEY) == _ID_MAP_VALUE
@@ -103,10 +113,17 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> None:
     `read_label_map` as the same ids.
     """
     path = Path(path)
+    data = encode_label_map(labels, f"'{path}'")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def encode_label_map(labels: np.ndarray, what: str = "a frame") -> bytes:
+    """The PNG bytes `write_label_map` writes for `labels` (`what` names it in an error)."""
     top = int(labels.max(initial=0))
     if int(labels.min(initial=0)) < 0 or top > MAX_ID_MAP_ID:
         raise MaskFileError(
-            f"Label map for '{path}' has object ids outside 0..{MAX_ID_MAP_ID}; renumber the objects within that range."
+            f"Label map for {what} has object ids outside 0..{MAX_ID_MAP_ID}; renumber the objects within that range."
         )
     if labels.dtype == np.uint8 or top <= MAX_PALETTE_ID:
         img = Image.fromarray(labels.astype(np.uint8), mode="P")
@@ -116,8 +133,9 @@ def write_label_map(path: str | Path, labels: np.ndarray) -> None:
         img = Image.fromarray(labels.astype(np.uint16))
         info = PngInfo()
         info.add_text(_ID_MAP_KEY, _ID_MAP_VALUE)
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", pnginfo=info)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
 
 
 def label_map_to_masks(labels: np.ndarray) -> dict[int, np.ndarray]:
