@@ -23,3 +23,17 @@ SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps "sam2==1.1
 # also named `sam2`, so it goes into its own folder, which the tests run in a subprocess.
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps --upgrade \
     --target .oracles/samurai "absolutely-not-samurai==1.0.0"
+# Headless Chromium for the web page's browser tests (driven by Playwright's Python package with
+# executable_path; Playwright's own browser download is never used). Debian's package, where this
+# machine has apt-get and the rights to use it; elsewhere the browser tests skip and say why.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || echo "install.sh: could not install chromium; the browser tests will be skipped" >&2
+    elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || echo "install.sh: could not install chromium; the browser tests will be skipped" >&2
+    else
+        echo "install.sh: no chromium and no apt-get to install it; the browser tests will be skipped" >&2
+    fi
+fi

@@ -167,14 +167,17 @@ def create_app(pool: ModelPool, settings: ServeSettings) -> FastAPI:
             finally:  # the client went away or the stream ended: stop computing frames nobody reads
                 run.cancel()
 
-        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        # nosniff: a browser would otherwise hold the first lines back to guess the content type
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "X-Content-Type-Options": "nosniff"}
         if run.total is not None:
             headers["X-Maskvos-Frames-Total"] = str(run.total)
         return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
 
     @app.post("/api/sessions/{session_id}/cancel")
     def cancel(session_id: str) -> dict:
-        return {"cancelled": manager.get(session_id).cancel()}
+        serve = manager.get(session_id)
+        cancelled = serve.cancel()
+        return {"cancelled": cancelled, "frames": serve.run.frames if cancelled and serve.run else None}
 
     @app.get("/api/sessions/{session_id}/masks/{frame_idx}")
     def masks(session_id: str, frame_idx: int) -> dict:
