@@ -18,9 +18,9 @@ from maskvos.inference.mask_choice import candidate_boxes
 from maskvos.inference.policies import DAM4SAMPolicy, FrameSignals, MaskCandidates, MemoryWindow, get_policy
 from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
-from policy_tools import admit_output, assert_window_property, prompted_banks
 
 from parity_tools import disk_video, samurai_checkpoint
+from policy_tools import admit_output, assert_window_property, prompted_banks
 
 WINDOW = MemoryWindow(num_maskmem=7, stride=1, max_pointers=16, num_frames=200)
 SIZE = 64

@@ -32,9 +32,9 @@ from maskvos.inference.policies import (
 )
 from maskvos.inference.session import VideoSession
 from maskvos.model.sam2 import SAM2Model
-from policy_tools import assert_window_property
 
 from model_tools import tiny_sam2
+from policy_tools import assert_window_property
 
 H, W = 72, 96
 

@@ -20,9 +20,9 @@ from maskvos.inference.pathways import Pathway, PathwayTree, survivors
 from maskvos.inference.policies import FrameSignals, MemoryWindow, SAM2LongPolicy, get_policy
 from maskvos.inference.session import VideoSession
 from maskvos.model.config import get_config
-from policy_tools import assert_window_property
 
 from parity_tools import disk_video, samurai_checkpoint
+from policy_tools import assert_window_property
 
 WINDOW = MemoryWindow(num_maskmem=7, stride=1, max_pointers=16, num_frames=200)
 POLICY = SAM2LongPolicy()

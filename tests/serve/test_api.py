@@ -53,6 +53,7 @@ def root(tmp_path_factory) -> Path:
     (root / ".hidden").mkdir()
     write_video(root / ".hidden" / "secret.mp4", 3)
     (root / "notes.txt").write_text("not a video")
+    (root / "outside").symlink_to(frame_folder(tmp_path_factory.mktemp("elsewhere") / "frames", 3))
     return root
 
 
@@ -300,6 +301,7 @@ def test_bad_requests_get_one_sentence(client, root):
         (client.post("/api/sessions", json={"source": "../"}), 403, "outside the server's root"),
         (client.post("/api/sessions", json={"source": "/etc"}), 403, "outside the server's root"),
         (client.post("/api/sessions", json={"source": "clips/../../x"}), 403, "outside"),
+        (client.post("/api/sessions", json={"source": "outside"}), 403, "outside"),  # a link out of the root
         (client.post("/api/sessions", json={"source": "nothing/here.mp4"}), 404, "does not exist"),
         (client.post("/api/sessions", json={"source": "notes.txt"}), 400, "not a supported video"),
         (client.post("/api/sessions", json={"source": "clips/square", "model": "sam9-giant"}), 400, "sam9-giant"),

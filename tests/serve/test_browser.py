@@ -8,7 +8,6 @@ A screenshot of the page is saved under test-artifacts/ (or $MASKVOS_TEST_ARTIFA
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import zipfile
@@ -182,5 +181,81 @@ def test_whole_loop_on_the_demo_clip(browser, featmatch_server, tmp_path):
         reference = first[stem] if k < 20 else expected[stem]
         assert np.array_equal(second[stem], reference), stem
     assert (second["00020"] == 1).sum() >= (first["00020"] == 1).sum()  # the brush added to object 1
+    assert not errors, errors
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def sam2_server(tmp_path_factory):
+    from maskvos.checkpoints import save_checkpoint
+
+    from model_tools import tiny_sam2
+    from serve_tools import checkpoint_pool, frame_folder
+
+    root = tmp_path_factory.mktemp("sam2root")
+    frame_folder(root / "square", 10, h=96, w=128)
+    checkpoint = save_checkpoint(tiny_sam2(), tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    with running(checkpoint_pool(checkpoint), root) as (server, client):
+        yield server, client, root
+
+
+def _click(page, x: float, y: float, w: int, h: int, shift: bool = False) -> None:
+    box = page.locator("#draw-canvas").bounding_box()
+    modifiers = ["Shift"] if shift else []
+    page.mouse.move(box["x"] + x * box["width"] / w, box["y"] + y * box["height"] / h)
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.down()
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+    del modifiers
+
+
+def test_clicks_and_box_tools_with_a_sam2_model(browser, sam2_server):
+    """Positive and negative clicks and a dragged box, as the page sends them, give the masks the
+    library session gives for the same points and box; propagation then streams the library's masks."""
+    server, client, root = sam2_server
+    w, h = 128, 96
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url)
+    assert page.is_hidden("#notice")
+    page.click("#video-list li[data-source='square']")
+    page.wait_for_function("window.maskvos.state.session !== null")
+    assert page.is_enabled("#tools button[data-tool='click']") and page.is_enabled("#tools button[data-tool='box']")
+    sid = page.evaluate("window.maskvos.state.session.session_id")
+    page.keyboard.press("c")
+    _click(page, 20, 30, w, h)
+    _prompted(page, 0, 1)
+    _click(page, 90, 70, w, h, shift=True)
+    _prompted(page, 0, 1)
+    page.keyboard.press("x")
+    bbox = page.locator("#draw-canvas").bounding_box()
+    page.mouse.move(bbox["x"] + 4 * bbox["width"] / w, bbox["y"] + 8 * bbox["height"] / h)
+    page.mouse.down()
+    page.mouse.move(bbox["x"] + 40 * bbox["width"] / w, bbox["y"] + 40 * bbox["height"] / h, steps=5)
+    page.mouse.up()
+    _prompted(page, 0, 1)
+    sent = page.evaluate("window.maskvos.state.clicks.get('0:1')")
+    assert sent["labels"] == [1, 0] and len(sent["points"]) == 2 and sent["box"] is not None
+    assert sent["points"][0] == pytest.approx([20, 30], abs=1) and sent["box"] == pytest.approx([4, 8, 40, 40], abs=1)
+    shown = decode_rle(client.get(f"/api/sessions/{sid}/masks/0").json()["objects"][0]["mask"])
+
+    session = open_session(server.app.state.pool.default.loaded.model, open_source(root / "square"),
+                           server.app.state.pool.default.config)
+    session.add_points(0, 1, sent["points"][:1], [1])
+    session.add_points(0, 1, sent["points"], [1, 0])
+    expected = session.add_points(0, 1, sent["points"], [1, 0], sent["box"])
+    assert np.array_equal(shown, expected.masks[0].numpy())
+    page.keyboard.press("Enter")
+    _propagated(page, 1)
+    streamed = page.evaluate(
+        "Array.from(window.maskvos.state.masks.entries()).map(([k, m]) => [k, m.get(1).mask])")
+    library = {r.frame_idx: r.masks[0].numpy() for r in session.propagate()}
+    assert sorted(k for k, _ in streamed) == list(range(10))
+    for k, rle in streamed:
+        assert np.array_equal(decode_rle(rle), library[k]), k
     assert not errors, errors
     page.close()
