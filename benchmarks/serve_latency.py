@@ -26,6 +26,7 @@ import numpy as np
 
 from maskvos.app import load_run_model, prompts_from_mask_file, segment_video
 from maskvos.app.demo import write_demo_clip
+from maskvos.backends import open_session
 from maskvos.inference.config import InferenceConfig
 from maskvos.io.frames import open_source
 from maskvos.io.writers import encode_rle
@@ -125,6 +126,10 @@ def main() -> None:
     loaded = load_run_model(args.checkpoint or args.model, "cpu", allow_fallback=False)
     prompts = prompts_from_mask_file(prompt, open_source(video), 0, None)
     pool = ModelPool(PooledModel(loaded, config), "cpu", config)
+    # the first propagation of a process pays a one-off warm-up (about 0.4 s with featmatch): pay it here
+    session = open_session(loaded.model, open_source(video), config)
+    prompts[0].apply(session)
+    list(session.propagate(end=min(2, (session.num_frames or 3) - 1)))
     rows = [describe("browser (serve + page)", *browser_run(pool, video, prompts, args.chromium)),
             describe("CLI (maskvos segment)", *cli_run(loaded, video, prompts, config, work / "cli"))]
     rows.append(describe("HTTP client only (httpx, no page)", *http_run(pool, video, prompts)))
