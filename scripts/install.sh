@@ -23,6 +23,9 @@ SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps "sam2==1.1
 # also named `sam2`, so it goes into its own folder, which the tests run in a subprocess.
 SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps --upgrade \
     --target .oracles/samurai "absolutely-not-samurai==1.0.0"
+# EdgeTAM's own code (edgetam-dimos, also a module named `sam2`) with the timm release it builds its
+# RepViT trunk with, for the EdgeTAM parity tests only, in their own folder (run in a subprocess).
+"$PY" -m pip install --no-deps --upgrade --target .oracles/edgetam "edgetam-dimos==1.0.1" "timm==1.0.15"
 # Headless Chromium for the web page's browser tests (driven by Playwright's Python package with
 # executable_path; Playwright's own browser download is never used). Debian's package, where this
 # machine has apt-get and the rights to use it; elsewhere the browser tests skip and say why.

@@ -452,3 +452,43 @@ def samurai_checkpoint(path: Path, frame_dir: Path, mask: np.ndarray, image_size
         weights[IOU_HEAD_BIAS_KEY][k + 1] = float(target - scale * (mean_logits[k] - bias[k + 1].item()))
     torch.save(sd, path)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# EdgeTAM: its reference (edgetam-dimos, with timm) runs in its own process (tests/edgetam_oracle.py)
+
+EDGETAM_ORACLE_DIR = Path(__file__).resolve().parents[1] / ".oracles" / "edgetam"
+EDGETAM_ORACLE = Path(__file__).resolve().parent / "edgetam_oracle.py"
+
+
+def edgetam_checkpoint(path: Path, seed: int = 3) -> Path:
+    """A random EdgeTAM checkpoint in the official format ({"model": state_dict}) whose objects are
+    present (object-score bias +5) and whose masks on `disk_video` are non-trivial (10-40 % of the
+    frame for seed 3). Built from our own module tree, whose keys and shapes the tests check against
+    the reference's; batch-norm variances stay positive and the trunk's batch-norm scales are 0.5 so
+    that activations keep their scale through RepViT's residual blocks."""
+    from maskvos.model.config import EDGETAM
+    from maskvos.model.sam2 import SAM2Model
+
+    sd = SAM2Model(EDGETAM).state_dict()
+    randomize_(sd, seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    for key, t in sd.items():
+        if key.endswith("running_var"):
+            t.copy_(0.5 + torch.rand(t.shape, generator=gen))
+        if key.startswith("image_encoder.trunk") and key.endswith("bn.weight"):
+            t.copy_(0.5 + 0.05 * torch.randn(t.shape, generator=gen))
+    sd[OBJ_SCORE_BIAS_KEY] += 5.0
+    torch.save({"model": sd}, path)
+    return path
+
+
+def run_edgetam_oracle(*args: str) -> None:
+    """Run tests/edgetam_oracle.py with the installed reference; a failure shows its stderr."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(EDGETAM_ORACLE), str(EDGETAM_ORACLE_DIR), *args],
+                          capture_output=True, text=True, cwd=Path(args[-1]).parent)
+    if proc.returncode:
+        raise AssertionError(f"the EdgeTAM reference failed:\n{proc.stderr[-3000:]}")

@@ -39,6 +39,8 @@ HUB_FILES: dict[str, tuple[str, str]] = {
     "sam2.1-small": ("facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt"),
     "sam2.1-base-plus": ("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt"),
     "sam2.1-large": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
+    # EdgeTAM (Meta): the file its repository and Hugging Face model card publish
+    "edgetam": ("facebook/EdgeTAM", "edgetam.pt"),
 }
 
 #: Environment variable that points downloads at another Hugging Face endpoint (a mirror).

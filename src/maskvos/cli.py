@@ -29,10 +29,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint or args.model)
     cfg = model.config
     num_params = sum(p.numel() for p in model.parameters())
+    from maskvos.model.config import RepViTConfig
+
     print(f"model:        {cfg.name}")
+    print(f"family:       {cfg.family}")
     print(f"source:       {args.checkpoint or args.model}")
     print(f"parameters:   {num_params:,}")
-    print(f"trunk:        Hiera embed_dim={cfg.trunk.embed_dim} stages={list(cfg.trunk.stages)}")
+    if isinstance(cfg.trunk, RepViTConfig):
+        print(f"trunk:        RepViT widths={list(cfg.trunk.embed_dims)} depths={list(cfg.trunk.depths)}")
+    else:
+        print(f"trunk:        Hiera embed_dim={cfg.trunk.embed_dim} stages={list(cfg.trunk.stages)}")
+    if cfg.perceiver is not None:
+        side = cfg.perceiver.windows_per_side
+        print(f"memories:     compressed to {cfg.perceiver.num_latents + side * side} tokens per frame (spatial perceiver)")
     print(f"input size:   {cfg.image_size}x{cfg.image_size}")
     print(f"memory slots: {cfg.num_maskmem}")
     return 0

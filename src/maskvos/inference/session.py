@@ -73,6 +73,7 @@ class VideoSession(SessionBase):
         self.config = config or InferenceConfig()
         self.device = next(model.parameters()).device
         self.resolution = self.config.resolution or model.image_size
+        model.check_resolution(self.resolution)
         self.frames = FrameCache(
             open_source(source),
             sam2_encoder(model, self.resolution, self.device),

@@ -12,6 +12,7 @@ object pointers, ...) is part of the architecture and not a field.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 from maskvos.errors import ConfigError
 
@@ -39,6 +40,46 @@ class HieraConfig:
 
 
 @dataclass(frozen=True)
+class RepViTConfig:
+    """The RepViT trunk of EdgeTAM's image encoder (RepViT-M1: widths 48..384, depths 2, 2, 14, 2)."""
+
+    embed_dims: tuple[int, ...] = (48, 96, 192, 384)
+    depths: tuple[int, ...] = (2, 2, 14, 2)
+    mlp_ratio: int = 2
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        return self.depths
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Output channels per stage, lowest resolution first (as the FPN neck lists them)."""
+        return tuple(reversed(self.embed_dims))
+
+
+@dataclass(frozen=True)
+class PerceiverConfig:
+    """EdgeTAM's spatial perceiver, which compresses each memory into global and window latents.
+
+    Attributes:
+        num_latents: global latents (attend to the whole memory).
+        windows_per_side: the memory is cut into this many windows per side, one latent each.
+        depth, heads, dim_head, ff_mult: the layers (shared by both kinds of latents).
+    """
+
+    dim: int = 64
+    num_latents: int = 256
+    windows_per_side: int = 16
+    depth: int = 2
+    heads: int = 1
+    dim_head: int = 64
+    ff_mult: int = 4
+
+
+Trunk = Union[HieraConfig, RepViTConfig]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A SAM2-family network.
 
@@ -55,10 +96,13 @@ class ModelConfig:
         add_tpos_enc_to_obj_ptrs: temporal position encoding on object pointers (SAM2.1).
         proj_tpos_enc_in_obj_ptrs: a linear projection of that encoding (SAM2.1).
         use_signed_tpos_enc_to_obj_ptrs: signed rather than absolute frame distance (SAM2.1).
+        perceiver: compress memories with a spatial perceiver before they are stored (EdgeTAM); its
+            window latents' keys get RoPE on their own window grid in memory attention, its global
+            latents' keys none.
     """
 
     name: str
-    trunk: HieraConfig
+    trunk: Trunk
     image_size: int = 1024
     d_model: int = 256
     mem_dim: int = 64
@@ -69,6 +113,12 @@ class ModelConfig:
     add_tpos_enc_to_obj_ptrs: bool = True
     proj_tpos_enc_in_obj_ptrs: bool = True
     use_signed_tpos_enc_to_obj_ptrs: bool = True
+    perceiver: PerceiverConfig | None = None
+
+    @property
+    def family(self) -> str:
+        """"sam2", "sam2.1", "edgetam" (the name without its size)."""
+        return self.name.split("-")[0]
 
 
 _TRUNKS = {
@@ -108,9 +158,23 @@ def _sam2(size: str) -> ModelConfig:
     )
 
 
+#: EdgeTAM (Meta): a RepViT-M1 trunk, two memory-attention layers, memories compressed by a perceiver,
+#: and SAM2's (not SAM2.1's) object-pointer and no-object settings.
+EDGETAM = ModelConfig(
+    name="edgetam",
+    trunk=RepViTConfig(),
+    memory_attention_layers=2,
+    no_obj_embed_spatial=False,
+    add_tpos_enc_to_obj_ptrs=False,
+    proj_tpos_enc_in_obj_ptrs=False,
+    use_signed_tpos_enc_to_obj_ptrs=False,
+    perceiver=PerceiverConfig(),
+)
+
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     **{f"sam2.1-{s}": _sam2_1(s) for s in SIZES},
     **{f"sam2-{s}": _sam2(s) for s in SIZES},
+    "edgetam": EDGETAM,
 }
 
 

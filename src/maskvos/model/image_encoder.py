@@ -25,7 +25,7 @@ from torch import nn
 
 from maskvos.errors import ConfigError
 from maskvos.model.common import MLP
-from maskvos.model.config import HieraConfig
+from maskvos.model.config import HieraConfig, RepViTConfig, Trunk
 from maskvos.model.position_encoding import SinePositionEncoding2d
 
 # The input size must be a multiple of this: the window position embedding tiles the stride-4 grid in
@@ -261,16 +261,20 @@ class FeaturePyramidNeck(nn.Module):
     `convs[0]` projects the coarsest stage (the checkpoint's order); level 0 is the finest.
     """
 
-    def __init__(self, d_model: int, stage_dims: tuple[int, ...], top_down_levels: tuple[int, ...]) -> None:
+    def __init__(
+        self, d_model: int, stage_dims: tuple[int, ...], top_down_levels: tuple[int, ...], channels_last: bool = True
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(_Lateral(dim, d_model) for dim in reversed(stage_dims))
+        self.channels_last = channels_last
         self.top_down_levels = frozenset(top_down_levels)
         self.position_encoding = SinePositionEncoding2d(d_model)
 
     def forward(
         self, stage_feats: list[torch.Tensor], num_levels: int
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Fuse channel-last stage maps (B, H_i, W_i, C_i), finest first.
+        """Fuse stage maps, finest first: channel-last (B, H_i, W_i, C_i) (Hiera), or BCHW when the neck
+        was built with `channels_last=False` (RepViT).
 
         Returns the features (B, D, H_i, W_i) of the `num_levels` finest levels and their sine
         position encodings (float32, cast to the features' dtype as the reference does).
@@ -279,7 +283,8 @@ class FeaturePyramidNeck(nn.Module):
         fused: list[torch.Tensor] = []  # coarsest first
         above = None
         for level in range(coarsest, -1, -1):
-            lateral = self.convs[coarsest - level](stage_feats[level])
+            proj = self.convs[coarsest - level]
+            lateral = proj(stage_feats[level]) if self.channels_last else proj.conv(stage_feats[level])
             if level in self.top_down_levels and above is not None:
                 b, d, h, w = lateral.shape
                 # nearest 2x upsampling of the coarser level, in float32 as the reference does
@@ -293,12 +298,19 @@ class FeaturePyramidNeck(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Hiera trunk + FPN neck; returns the three finest levels (strides 4, 8, 16)."""
+    """Trunk (Hiera, or EdgeTAM's RepViT) + FPN neck; returns the three finest levels (strides 4, 8, 16)."""
 
-    def __init__(self, trunk: HieraConfig, d_model: int = 256, fpn_top_down_levels: tuple[int, ...] = (2, 3)) -> None:
+    def __init__(self, trunk: Trunk, d_model: int = 256, fpn_top_down_levels: tuple[int, ...] = (2, 3)) -> None:
         super().__init__()
-        self.trunk = HieraTrunk(trunk)
-        self.neck = FeaturePyramidNeck(d_model, tuple(reversed(trunk.channel_list)), fpn_top_down_levels)
+        if isinstance(trunk, RepViTConfig):
+            from maskvos.model.repvit import RepViTTrunk
+
+            self.trunk: nn.Module = RepViTTrunk(trunk)
+            channels_last = False
+        else:
+            self.trunk = HieraTrunk(trunk)
+            channels_last = True
+        self.neck = FeaturePyramidNeck(d_model, tuple(reversed(trunk.channel_list)), fpn_top_down_levels, channels_last)
         self.num_levels = len(trunk.stages) - 1  # the coarsest level is dropped (the reference's scalp=1)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -16,6 +16,8 @@ the SAM2 checkpoints' `memory_attention.*` keys.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,14 +96,17 @@ class RopeAttention(Attention):
         values: torch.Tensor,
         rotations: torch.Tensor,
         num_rope_frames: int,
+        layout: KeyLayout | None = None,
     ) -> torch.Tensor:
         """Attend from grid tokens to (partly rotated) keys.
 
         Arguments:
             queries: (B, HW, C) tokens of an H x W grid, row-major.
-            keys, values: (B, Nk, C_kv) with Nk >= num_rope_frames * HW.
+            keys, values: (B, Nk, C_kv) with Nk >= num_rope_frames * tokens per frame.
             rotations: (HW, D/2) complex RoPE table of the grid (D = C / heads).
-            num_rope_frames: how many leading H*W blocks of keys to rotate.
+            num_rope_frames: how many leading frames of keys to rotate.
+            layout: how a frame's keys are laid out (None: HW tokens on the query grid, all rotated
+                with `rotations`).
         Returns:
             (B, HW, C).
         """
@@ -109,14 +114,30 @@ class RopeAttention(Attention):
         rotations = rotations.unsqueeze(1)  # (HW, 1, D/2): broadcast over heads
         q = rotate_pairs_(self._split(self.q_proj(queries)), rotations)
         k = self._split(self.k_proj(keys))
-        num_rope = num_rope_frames * num_q
+        per_frame = num_q if layout is None else layout.tokens_per_frame
+        num_rope = num_rope_frames * per_frame
         if num_rope:
-            # (B, T, HW, heads, D) view of the rotary keys; the tables broadcast over the T frames
-            spatial = k[:, :num_rope].unflatten(1, (num_rope_frames, num_q))
-            rotate_pairs_(spatial, rotations)
+            # (B, T, per_frame, heads, D) view of the frames' keys; the tables broadcast over the T frames
+            spatial = k[:, :num_rope].unflatten(1, (num_rope_frames, per_frame))
+            if layout is None:
+                rotate_pairs_(spatial, rotations)
+            else:
+                rotate_pairs_(spatial[:, :, layout.unrotated :], layout.rotations.unsqueeze(1))
         v = self._split(self.v_proj(values))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_q, -1))
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """How each memory frame's keys are laid out when they are not the query grid's tokens
+    (EdgeTAM's perceiver tokens): `tokens_per_frame` tokens, of which the first `unrotated` get no
+    rotation and the rest are rotated with `rotations` ((tokens_per_frame - unrotated, D/2) complex,
+    the table of their own grid)."""
+
+    tokens_per_frame: int
+    unrotated: int
+    rotations: torch.Tensor
 
 
 class MemoryAttentionLayer(nn.Module):
@@ -139,8 +160,9 @@ class MemoryAttentionLayer(nn.Module):
         memory_keys: torch.Tensor,
         rotations: torch.Tensor,
         num_mem_frames: int,
+        layout: KeyLayout | None = None,
     ) -> torch.Tensor:
-        """One layer.
+        """One layer (`layout`: the memory frames' key layout, None for the query grid's).
 
         Arguments:
             x: (B, HW, C) the frame's tokens.
@@ -154,7 +176,7 @@ class MemoryAttentionLayer(nn.Module):
         h = self.norm1(x)
         x = x + self.self_attn(h, h, h, rotations, num_rope_frames=1)
         h = self.norm2(x)
-        x = x + self.cross_attn_image(h, memory_keys, memory, rotations, num_rope_frames=num_mem_frames)
+        x = x + self.cross_attn_image(h, memory_keys, memory, rotations, num_rope_frames=num_mem_frames, layout=layout)
         h = self.norm3(x)
         return x + self.linear2(F.relu_(self.linear1(h)))
 
@@ -187,6 +209,7 @@ class MemoryAttention(nn.Module):
         num_obj_ptr_tokens: int,
         feat_size: tuple[int, int],
         key_scales: torch.Tensor | None = None,
+        memory_tokens: tuple[int, int, tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """Memory-conditioned features of the current frame.
 
@@ -200,6 +223,9 @@ class MemoryAttention(nn.Module):
             feat_size: (H, W) of the current frame's grid.
             key_scales: (B, M) factors on the cross-attention keys (memory + position) of each
                 memory token before their projection (SAM2Long's ranking of memories); None: 1.
+            memory_tokens: (tokens per frame, unrotated tokens, (h, w) grid of the rotated ones) when
+                a memory frame is not h*w tokens of the query grid (EdgeTAM's perceiver: (512, 256,
+                (16, 16))); None: frames of the query grid.
         Returns:
             (B, HW, C) memory-conditioned features.
         """
@@ -207,12 +233,19 @@ class MemoryAttention(nn.Module):
         num_tokens = height * width
         if curr_feats.shape[1] != num_tokens:
             raise ValueError(f"curr_feats has {curr_feats.shape[1]} tokens, feat_size {feat_size} needs {num_tokens}")
+        layout = None
+        per_frame = num_tokens
+        if memory_tokens is not None:
+            per_frame, unrotated, (grid_h, grid_w) = memory_tokens
+            if per_frame - unrotated != grid_h * grid_w:
+                raise ValueError(f"{per_frame - unrotated} rotated tokens per frame do not fill a {grid_h}x{grid_w} grid")
+            layout = KeyLayout(per_frame, unrotated, self.rope.rotations(grid_h, grid_w, curr_feats.device))
         num_spatial = memory.shape[1] - num_obj_ptr_tokens
-        num_mem_frames = num_spatial // num_tokens
-        if num_spatial < 0 or num_mem_frames * num_tokens != num_spatial:
+        num_mem_frames = num_spatial // per_frame
+        if num_spatial < 0 or num_mem_frames * per_frame != num_spatial:
             raise ValueError(
                 f"memory has {memory.shape[1]} tokens: {num_obj_ptr_tokens} pointer tokens do not leave "
-                f"whole frames of {height}x{width} spatial memory tokens"
+                f"whole frames of {per_frame} spatial memory tokens"
             )
         if memory.shape[0] != curr_feats.shape[0]:
             raise ValueError(f"batch sizes differ: current frame {curr_feats.shape[0]}, memory {memory.shape[0]}")
@@ -223,5 +256,5 @@ class MemoryAttention(nn.Module):
         if key_scales is not None:
             memory_keys = memory_keys * key_scales.unsqueeze(-1)
         for layer in self.layers:
-            x = layer(x, memory, memory_keys, rotations, num_mem_frames)
+            x = layer(x, memory, memory_keys, rotations, num_mem_frames, layout)
         return self.norm(x)

@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskvos.errors import ConfigError
 from maskvos.model.common import MLP
 from maskvos.model.config import ModelConfig
 from maskvos.model.image_encoder import ImageEncoder
 from maskvos.model.mask_decoder import MaskDecoder
 from maskvos.model.memory_attention import MemoryAttention
 from maskvos.model.memory_encoder import MemoryEncoder
+from maskvos.model.perceiver import SpatialPerceiver
 from maskvos.model.position_encoding import sine_encoding_1d
 from maskvos.model.prompt_encoder import PromptEncoder
 
@@ -175,12 +177,27 @@ class SAM2Model(nn.Module):
             self.no_obj_embed_spatial = nn.Parameter(torch.zeros(1, d))
         else:
             self.register_parameter("no_obj_embed_spatial", None)
+        self.spatial_perceiver: SpatialPerceiver | None = None
+        if config.perceiver is not None:
+            self.spatial_perceiver = SpatialPerceiver(config.perceiver)
 
     # ------------------------------------------------------------------ images
     @property
     def image_size(self) -> int:
         """The checkpoint's native square input size."""
         return self.config.image_size
+
+    def check_resolution(self, resolution: int) -> None:
+        """Refuse an input size the network cannot take, in one sentence: a perceiver (EdgeTAM) cuts
+        each stride-16 memory into a fixed grid of windows, so its input must be a multiple of
+        16 x windows per side (256)."""
+        perceiver = self.config.perceiver
+        if perceiver is not None and resolution % (16 * perceiver.windows_per_side):
+            step = 16 * perceiver.windows_per_side
+            raise ConfigError(
+                f"Resolution {resolution} does not suit {self.config.name}, whose memories are cut into "
+                f"{perceiver.windows_per_side}x{perceiver.windows_per_side} windows; use a multiple of {step} such as 512 or 1024."
+            )
 
     def encode_image(self, images: torch.Tensor) -> FrameFeatures:
         """Run the image encoder.
@@ -280,7 +297,7 @@ class SAM2Model(nn.Module):
             mem_tokens.append(ptr_tokens)
             mem_pos.append(ptr_pos)
             num_ptr_tokens = ptr_tokens.shape[1]
-        key_scales = _key_scales(memory, b, h * w, num_ptr_tokens // max(len(memory.pointers), 1), feats)
+        key_scales = _key_scales(memory, b, num_ptr_tokens // max(len(memory.pointers), 1), feats)
         curr = feats.flatten(2).transpose(1, 2)
         curr_pos = features.pos_enc.to(feats.dtype).flatten(2).transpose(1, 2)
         fused = self.memory_attention(
@@ -291,8 +308,17 @@ class SAM2Model(nn.Module):
             num_obj_ptr_tokens=num_ptr_tokens,
             feat_size=(h, w),
             key_scales=key_scales,
+            memory_tokens=self._memory_token_layout(),
         )
         return fused.transpose(1, 2).reshape(b, c, h, w)
+
+    def _memory_token_layout(self) -> tuple[int, int, tuple[int, int]] | None:
+        """How a memory frame's tokens are laid out for memory attention (see `MemoryAttention`)."""
+        perceiver = self.config.perceiver
+        if perceiver is None:
+            return None
+        side = perceiver.windows_per_side
+        return perceiver.num_latents + side * side, perceiver.num_latents, (side, side)
 
     def _pointer_tokens(
         self, pointers: Sequence[ObjectPointer], max_distance: int, batch_size: int
@@ -450,7 +476,8 @@ class SAM2Model(nn.Module):
             binarize: use the hard mask (logits > 0) instead of its sigmoid, as SAM2 does for masks
                 that came from clicks.
         Returns:
-            memory features (B, D, h, w) and their position encoding (B, D, h, w).
+            memory features (B, D, h, w) and their position encoding (B, D, h, w); with a spatial
+            perceiver (EdgeTAM) its N tokens instead, laid out as a 1 x N grid: (B, D, 1, N).
         """
         if binarize:
             mask_probs = (high_res_logits > 0).float()
@@ -461,6 +488,9 @@ class SAM2Model(nn.Module):
         if self.no_obj_embed_spatial is not None:
             is_absent = (object_score_logits <= 0).to(mem_feats.dtype)  # (B, 1)
             mem_feats = mem_feats + is_absent[:, :, None, None] * self.no_obj_embed_spatial[:, :, None, None]
+        if self.spatial_perceiver is not None:
+            tokens, token_pos = self.spatial_perceiver(mem_feats, mem_pos)
+            return tokens.transpose(1, 2).unsqueeze(2), token_pos.transpose(1, 2).unsqueeze(2)
         return mem_feats, mem_pos
 
 
@@ -494,12 +524,11 @@ def _memory_rows(memory: MemoryContext, rows: slice) -> MemoryContext:
     )
 
 
-def _key_scales(
-    memory: MemoryContext, batch_size: int, tokens_per_frame: int, tokens_per_pointer: int, like: torch.Tensor
-) -> torch.Tensor | None:
+def _key_scales(memory: MemoryContext, batch_size: int, tokens_per_pointer: int, like: torch.Tensor) -> torch.Tensor | None:
     """(B, M) per-token factors on the memory-attention keys, from the frames' and pointers'
     `key_scale`; None where none is set."""
-    items = [(f.key_scale, tokens_per_frame) for f in memory.frames] + [(p.key_scale, tokens_per_pointer) for p in memory.pointers]
+    items = [(f.key_scale, f.feats.shape[-2] * f.feats.shape[-1]) for f in memory.frames]
+    items += [(p.key_scale, tokens_per_pointer) for p in memory.pointers]
     if all(scale is None for scale, _ in items):
         return None
     parts = []
