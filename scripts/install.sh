@@ -26,6 +26,8 @@ SAM2_BUILD_CUDA=0 "$PY" -m pip install --no-build-isolation --no-deps --upgrade 
 # EdgeTAM's own code (edgetam-dimos, also a module named `sam2`) with the timm release it builds its
 # RepViT trunk with, for the EdgeTAM parity tests only, in their own folder (run in a subprocess).
 "$PY" -m pip install --no-deps --upgrade --target .oracles/edgetam "edgetam-dimos==1.0.1" "timm==1.0.15"
+# EfficientTAM's own code (efficient-track-anything, a module named `sam2` too), likewise.
+"$PY" -m pip install --no-deps --upgrade --target .oracles/efficienttam "efficient-track-anything==1.0"
 # Headless Chromium for the web page's browser tests (driven by Playwright's Python package with
 # executable_path; Playwright's own browser download is never used). Debian's package, where this
 # machine has apt-get and the rights to use it; elsewhere the browser tests skip and say why.

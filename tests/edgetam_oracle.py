@@ -194,7 +194,7 @@ def bench(checkpoint: str, frame_dir: str, masks_path: str, out_path: str, repea
             return statistics.median(runs)
 
         times["image encoder"] = median(lambda: predictor.forward_image(image))
-        times["memory encoder + perceiver"] = median(lambda: predictor._encode_new_memory(feats, sizes, logits, score, False))
+        times["memory encoder (+ perceiver)"] = median(lambda: predictor._encode_new_memory(feats, sizes, logits, score, False))
         for count in (1, 3):
             per_frame: dict[int, float] = {}
             for obj in range(count):

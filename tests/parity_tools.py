@@ -492,3 +492,32 @@ def run_edgetam_oracle(*args: str) -> None:
                           capture_output=True, text=True, cwd=Path(args[-1]).parent)
     if proc.returncode:
         raise AssertionError(f"the EdgeTAM reference failed:\n{proc.stderr[-3000:]}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# EfficientTAM: its reference (efficient-track-anything) runs in its own process (tests/efficienttam_oracle.py)
+
+EFFICIENTTAM_ORACLE_DIR = Path(__file__).resolve().parents[1] / ".oracles" / "efficienttam"
+EFFICIENTTAM_ORACLE = Path(__file__).resolve().parent / "efficienttam_oracle.py"
+
+
+def efficienttam_checkpoint(path: Path, name: str, seed: int = 0) -> Path:
+    """A random checkpoint of EfficientTAM `name` (official format), objects present (object-score bias +5)."""
+    from maskvos.model.config import get_config
+    from maskvos.model.sam2 import SAM2Model
+
+    sd = SAM2Model(get_config(name)).state_dict()
+    randomize_(sd, seed)
+    sd[OBJ_SCORE_BIAS_KEY] += 5.0
+    torch.save({"model": sd}, path)
+    return path
+
+
+def run_efficienttam_oracle(variant: str, *args: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(EFFICIENTTAM_ORACLE), str(EFFICIENTTAM_ORACLE_DIR), variant, *args],
+                          capture_output=True, text=True, cwd=Path(args[-1]).parent if "/" in args[-1] else None)
+    if proc.returncode:
+        raise AssertionError(f"the EfficientTAM reference failed:\n{proc.stderr[-3000:]}")

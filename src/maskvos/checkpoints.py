@@ -41,6 +41,12 @@ HUB_FILES: dict[str, tuple[str, str]] = {
     "sam2.1-large": ("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt"),
     # EdgeTAM (Meta): the file its repository and Hugging Face model card publish
     "edgetam": ("facebook/EdgeTAM", "edgetam.pt"),
+    # EfficientTAM (yformer/EfficientTAM's download script): one repository, one file per variant
+    **{
+        f"efficienttam-{size}{suffix}": ("yunyangx/efficient-track-anything", f"efficienttam_{size}{file_suffix}.pt")
+        for size in ("s", "ti")
+        for suffix, file_suffix in (("", ""), ("-512", "_512x512"), ("-1", "_1"), ("-2", "_2"))
+    },
 }
 
 #: Environment variable that points downloads at another Hugging Face endpoint (a mirror).
@@ -80,12 +86,21 @@ def compare_keys(state_dict: dict[str, torch.Tensor], config: ModelConfig) -> Ke
     return KeyReport(missing, unexpected, mis_shaped)
 
 
-def detect_config(state_dict: dict[str, torch.Tensor]) -> ModelConfig | None:
-    """The published configuration whose keys and shapes the state dict matches exactly, if any."""
-    for config in MODEL_CONFIGS.values():
-        if compare_keys(state_dict, config).matches:
-            return config
-    return None
+def detect_config(state_dict: dict[str, torch.Tensor], file_name: str | None = None) -> ModelConfig | None:
+    """The published configuration whose keys and shapes the state dict matches exactly, if any.
+
+    Variants with the same weights' shapes (EfficientTAM's plain, 512-pixel and two pooled-attention
+    variants) are told apart by the file's published name (`efficienttam_s_2.pt`), else the plain one.
+    """
+    fits = [c for c in MODEL_CONFIGS.values() if compare_keys(state_dict, c).matches]
+    if not fits:
+        return None
+    if file_name is not None:
+        stem = Path(file_name).name.split(".")[0].lower().replace("_512x512", "-512").replace("_", "-")
+        for config in fits:
+            if config.name == stem:
+                return config
+    return fits[0]
 
 
 def strip_wrapper_prefixes(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -268,7 +283,7 @@ def load_model(
     """
     path, implied = resolve_checkpoint(name_or_path, cache_dir=cache_dir)
     state_dict = strip_wrapper_prefixes(read_state_dict(path))
-    fits = detect_config(state_dict)
+    fits = detect_config(state_dict, path.name)
     wanted = get_config(config) if isinstance(config, str) else (config or implied)
     if wanted is None:
         if fits is None:

@@ -29,7 +29,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint or args.model)
     cfg = model.config
     num_params = sum(p.numel() for p in model.parameters())
-    from maskvos.model.config import RepViTConfig
+    from maskvos.model.config import RepViTConfig, ViTConfig
 
     print(f"model:        {cfg.name}")
     print(f"family:       {cfg.family}")
@@ -37,11 +37,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"parameters:   {num_params:,}")
     if isinstance(cfg.trunk, RepViTConfig):
         print(f"trunk:        RepViT widths={list(cfg.trunk.embed_dims)} depths={list(cfg.trunk.depths)}")
+    elif isinstance(cfg.trunk, ViTConfig):
+        print(f"trunk:        ViT width={cfg.trunk.embed_dim} heads={cfg.trunk.num_heads} depth={cfg.trunk.depth}")
     else:
         print(f"trunk:        Hiera embed_dim={cfg.trunk.embed_dim} stages={list(cfg.trunk.stages)}")
     if cfg.perceiver is not None:
         side = cfg.perceiver.windows_per_side
         print(f"memories:     compressed to {cfg.perceiver.num_latents + side * side} tokens per frame (spatial perceiver)")
+    if cfg.memory_pooling:
+        print(f"memories:     keys and values pooled 2x2 in cross-attention (efficient attention, version {cfg.memory_pooling})")
     print(f"input size:   {cfg.image_size}x{cfg.image_size}")
     print(f"memory slots: {cfg.num_maskmem}")
     return 0

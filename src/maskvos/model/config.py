@@ -58,6 +58,28 @@ class RepViTConfig:
 
 
 @dataclass(frozen=True)
+class ViTConfig:
+    """The plain ViT trunk of EfficientTAM's image encoder (one stride-16 map, no pyramid)."""
+
+    embed_dim: int = 384
+    num_heads: int = 6
+    depth: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    window_size: int = 14
+    global_blocks: tuple[int, ...] = (2, 5, 8, 11)
+    pretrain_grid: int = 14
+
+    @property
+    def stages(self) -> tuple[int, ...]:
+        return (self.depth,)
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        return (self.embed_dim,)
+
+
+@dataclass(frozen=True)
 class PerceiverConfig:
     """EdgeTAM's spatial perceiver, which compresses each memory into global and window latents.
 
@@ -76,7 +98,7 @@ class PerceiverConfig:
     ff_mult: int = 4
 
 
-Trunk = Union[HieraConfig, RepViTConfig]
+Trunk = Union[HieraConfig, RepViTConfig, ViTConfig]
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,12 @@ class ModelConfig:
         perceiver: compress memories with a spatial perceiver before they are stored (EdgeTAM); its
             window latents' keys get RoPE on their own window grid in memory attention, its global
             latents' keys none.
+        use_high_res_features: the decoder adds stride-4 and stride-8 image features while upsampling
+            (SAM2, EdgeTAM); EfficientTAM's one-level ViT has none.
+        memory_pooling: EfficientTAM's efficient memory cross-attention: 0 none; 1 or 2 average the
+            memory keys and values over 2x2 cells of each frame when two or more memory frames are
+            attended to, with a bias of ln 4 on the pooled tokens' logits (1) or added to every
+            channel of their keys (2), as the two published variants do.
     """
 
     name: str
@@ -114,6 +142,8 @@ class ModelConfig:
     proj_tpos_enc_in_obj_ptrs: bool = True
     use_signed_tpos_enc_to_obj_ptrs: bool = True
     perceiver: PerceiverConfig | None = None
+    use_high_res_features: bool = True
+    memory_pooling: int = 0
 
     @property
     def family(self) -> str:
@@ -171,10 +201,35 @@ EDGETAM = ModelConfig(
     perceiver=PerceiverConfig(),
 )
 
+def _efficienttam(size: str, image_size: int = 1024, pooling: int = 0) -> ModelConfig:
+    width, heads = {"s": (384, 6), "ti": (192, 3)}[size]
+    suffix = {0: "" if image_size == 1024 else "-512", 1: "-1", 2: "-2"}[pooling]
+    return ModelConfig(
+        name=f"efficienttam-{size}{suffix}",
+        trunk=ViTConfig(embed_dim=width, num_heads=heads),
+        image_size=image_size,
+        no_obj_embed_spatial=False,
+        add_tpos_enc_to_obj_ptrs=False,
+        proj_tpos_enc_in_obj_ptrs=False,
+        use_signed_tpos_enc_to_obj_ptrs=False,
+        use_high_res_features=False,
+        memory_pooling=pooling,
+    )
+
+
+#: EfficientTAM: a plain ViT-S or ViT-Ti, no high-resolution decoder features, SAM2's object-pointer
+#: settings; "-512" variants at 512 pixels; "-1" / "-2" with the efficient memory cross-attention.
+EFFICIENTTAM = {
+    cfg.name: cfg
+    for size in ("s", "ti")
+    for cfg in (_efficienttam(size), _efficienttam(size, 512), _efficienttam(size, pooling=1), _efficienttam(size, pooling=2))
+}
+
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     **{f"sam2.1-{s}": _sam2_1(s) for s in SIZES},
     **{f"sam2-{s}": _sam2(s) for s in SIZES},
     "edgetam": EDGETAM,
+    **EFFICIENTTAM,
 }
 
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from maskvos.errors import ConfigError
 from maskvos.model.common import MLP
-from maskvos.model.config import HieraConfig, RepViTConfig, Trunk
+from maskvos.model.config import HieraConfig, RepViTConfig, Trunk, ViTConfig
 from maskvos.model.position_encoding import SinePositionEncoding2d
 
 # The input size must be a multiple of this: the window position embedding tiles the stride-4 grid in
@@ -298,20 +298,28 @@ class FeaturePyramidNeck(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """Trunk (Hiera, or EdgeTAM's RepViT) + FPN neck; returns the three finest levels (strides 4, 8, 16)."""
+    """Trunk (Hiera, or EdgeTAM's RepViT) + FPN neck, returning the three finest levels (strides 4, 8,
+    16); or EfficientTAM's ViT + its one-level neck, returning the stride-16 level only."""
 
     def __init__(self, trunk: Trunk, d_model: int = 256, fpn_top_down_levels: tuple[int, ...] = (2, 3)) -> None:
         super().__init__()
+        self.num_levels = len(trunk.stages) - 1  # the coarsest level is dropped (the reference's scalp=1)
+        if isinstance(trunk, ViTConfig):
+            from maskvos.model.vit import SingleLevelNeck, ViTTrunk
+
+            self.trunk: nn.Module = ViTTrunk(trunk)
+            self.neck: nn.Module = SingleLevelNeck(trunk.embed_dim, d_model)
+            self.num_levels = 1
+            return
         if isinstance(trunk, RepViTConfig):
             from maskvos.model.repvit import RepViTTrunk
 
-            self.trunk: nn.Module = RepViTTrunk(trunk)
+            self.trunk = RepViTTrunk(trunk)
             channels_last = False
         else:
             self.trunk = HieraTrunk(trunk)
             channels_last = True
         self.neck = FeaturePyramidNeck(d_model, tuple(reversed(trunk.channel_list)), fpn_top_down_levels, channels_last)
-        self.num_levels = len(trunk.stages) - 1  # the coarsest level is dropped (the reference's scalp=1)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Encode normalised images.

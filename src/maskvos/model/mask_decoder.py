@@ -31,6 +31,7 @@ class MaskDecoder(nn.Module):
         iou_head_hidden_dim: int = 256,
         stability_delta: float = 0.05,
         stability_thresh: float = 0.98,
+        use_high_res_features: bool = True,
     ) -> None:
         super().__init__()
         c = transformer_dim
@@ -47,8 +48,10 @@ class MaskDecoder(nn.Module):
             nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
-        self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
-        self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
+        self.use_high_res_features = use_high_res_features
+        if use_high_res_features:
+            self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens))
         self.iou_prediction_head = MLP(
             c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth, sigmoid_output=True
@@ -128,6 +131,8 @@ class MaskDecoder(nn.Module):
         large allocations).
         """
         up1, norm1, act1, up2, act2 = self.output_upscaling
+        if not high_res:  # no high-resolution features (EfficientTAM): plain upsampling
+            return act2(up2(act1(norm1(up1(image)))))
         feat_s0, feat_s1 = high_res
         if torch.is_grad_enabled():
             x = act1(norm1(up1(image) + feat_s1))

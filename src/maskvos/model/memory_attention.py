@@ -16,6 +16,7 @@ the SAM2 checkpoints' `memory_attention.*` keys.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,8 +83,9 @@ class RopeAttention(Attention):
     same grid and are rotated like the queries; keys after them (object pointers) are not rotated.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, kv_in_dim: int | None = None) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, kv_in_dim: int | None = None, pooling: int = 0) -> None:
         super().__init__(embed_dim, num_heads, kv_in_dim=kv_in_dim)
+        self.pooling = pooling  # EfficientTAM's pooled memory keys and values (see `_pooled_attention`)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) -> (B, N, heads, C/heads), a view."""
@@ -124,8 +126,42 @@ class RopeAttention(Attention):
             else:
                 rotate_pairs_(spatial[:, :, layout.unrotated :], layout.rotations.unsqueeze(1))
         v = self._split(self.v_proj(values))
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        if self.pooling and num_rope_frames >= 2 and layout is None:
+            out = self._pooled_attention(q, k, v, num_rope_frames, rotations.shape[0])
+        else:
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_q, -1))
+
+    def _pooled_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frames: int, per_frame: int) -> torch.Tensor:
+        """EfficientTAM's memory cross-attention: each frame's (rotated) keys and values averaged over
+        2x2 cells of its square grid, object-pointer tokens kept as they are; a pooled token stands
+        for 4, so ln 4 is added to its logits (pooling 1) or, as the second variant does, to every
+        channel of its key (pooling 2).
+
+        Arguments: q (B, HW, heads, D); k, v (B, T*HW + P, heads, D); frames T; per_frame HW.
+        Returns: (B, heads, HW, D).
+        """
+        side = round(per_frame**0.5)
+        if side * side != per_frame or side % 2:
+            raise ValueError(f"pooled memory attention needs an even square grid, got {per_frame} tokens per frame")
+        b, _, heads, d = k.shape
+        spatial = frames * per_frame
+
+        def pool(x: torch.Tensor) -> torch.Tensor:
+            grid = x[:, :spatial].reshape(b, frames, side // 2, 2, side // 2, 2, heads, d)
+            return grid.mean((3, 5)).reshape(b, spatial // 4, heads, d)
+
+        k_pooled, v_pooled = pool(k), pool(v)
+        bias = 2 * math.log(2)
+        if self.pooling == 2:
+            k_pooled = k_pooled + bias
+        keys = torch.cat([k_pooled, k[:, spatial:]], dim=1).transpose(1, 2)
+        vals = torch.cat([v_pooled, v[:, spatial:]], dim=1).transpose(1, 2)
+        mask = None
+        if self.pooling == 1:
+            mask = q.new_zeros(1, 1, 1, keys.shape[2])
+            mask[..., : spatial // 4] = bias
+        return F.scaled_dot_product_attention(q.transpose(1, 2), keys, vals, attn_mask=mask)
 
 
 @dataclass(frozen=True)
@@ -143,10 +179,10 @@ class KeyLayout:
 class MemoryAttentionLayer(nn.Module):
     """RoPE self-attention, RoPE cross-attention to memory, feed-forward; pre-norm residuals."""
 
-    def __init__(self, d_model: int, mem_dim: int, num_heads: int, dim_feedforward: int) -> None:
+    def __init__(self, d_model: int, mem_dim: int, num_heads: int, dim_feedforward: int, pooling: int = 0) -> None:
         super().__init__()
         self.self_attn = RopeAttention(d_model, num_heads)
-        self.cross_attn_image = RopeAttention(d_model, num_heads, kv_in_dim=mem_dim)
+        self.cross_attn_image = RopeAttention(d_model, num_heads, kv_in_dim=mem_dim, pooling=pooling)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)
@@ -192,10 +228,11 @@ class MemoryAttention(nn.Module):
         num_heads: int = 1,
         dim_feedforward: int = 2048,
         rope_theta: float = 10000.0,
+        pooling: int = 0,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            MemoryAttentionLayer(d_model, mem_dim, num_heads, dim_feedforward) for _ in range(num_layers)
+            MemoryAttentionLayer(d_model, mem_dim, num_heads, dim_feedforward, pooling) for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
         self.rope = AxialRope(d_model // num_heads, rope_theta)

@@ -161,10 +161,12 @@ class SAM2Model(nn.Module):
         self.config = config
         c, d = config.d_model, config.mem_dim
         self.image_encoder = ImageEncoder(config.trunk, c, config.fpn_top_down_levels)
-        self.memory_attention = MemoryAttention(d_model=c, mem_dim=d, num_layers=config.memory_attention_layers)
+        self.memory_attention = MemoryAttention(
+            d_model=c, mem_dim=d, num_layers=config.memory_attention_layers, pooling=config.memory_pooling
+        )
         self.memory_encoder = MemoryEncoder(in_dim=c, out_dim=d)
         self.sam_prompt_encoder = PromptEncoder(embed_dim=c, mask_in_chans=16)
-        self.sam_mask_decoder = MaskDecoder(transformer_dim=c)
+        self.sam_mask_decoder = MaskDecoder(transformer_dim=c, use_high_res_features=config.use_high_res_features)
         # Turns a full-resolution mask prompt into stride-4 logits for the decoder.
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         self.obj_ptr_proj = MLP(c, c, c, 3)
@@ -209,7 +211,7 @@ class SAM2Model(nn.Module):
         """
         fpn_feats, pos_encs = self.image_encoder(images)
         decoder = self.sam_mask_decoder
-        high_res = [decoder.conv_s0(fpn_feats[0]), decoder.conv_s1(fpn_feats[1])]
+        high_res = [decoder.conv_s0(fpn_feats[0]), decoder.conv_s1(fpn_feats[1])] if decoder.use_high_res_features else []
         return FrameFeatures(
             feats=fpn_feats[-1],
             pos_enc=pos_encs[-1],

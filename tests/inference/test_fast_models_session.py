@@ -1,7 +1,7 @@
-"""EdgeTAM behind the ordinary session: every memory policy through a whole interactive session
-(a late object, both directions, a click correction on a frame whose memories were evicted), with
-results bit for bit those of a session that keeps every memory; resume from a saved state; the
-input sizes its perceiver allows; `maskvos segment` with an EdgeTAM checkpoint."""
+"""EdgeTAM and EfficientTAM behind the ordinary session: memory policies through a whole interactive
+session (a late object, both directions, a click correction on a frame whose memories were evicted),
+with results bit for bit those of a session that keeps every memory; resume from a saved state; the
+input sizes EdgeTAM's perceiver allows; `maskvos segment` with an EdgeTAM checkpoint."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from maskvos.inference.config import InferenceConfig
 from maskvos.inference.policies import SAM2LongPolicy
 from maskvos.inference.session import VideoSession
 from maskvos.io.masks import read_label_map, write_label_map
+from maskvos.model.config import get_config
 
-from parity_tools import disk_video, edgetam_checkpoint
+from parity_tools import disk_video, edgetam_checkpoint, efficienttam_checkpoint
 
 NUM_FRAMES = 56
 RESOLUTION = 256
@@ -104,3 +105,19 @@ def test_segment_cli_with_an_edgetam_checkpoint(setup, tmp_path, capsys):
     assert read_label_map(written[0]).max() == 1
     assert main(["info", "--checkpoint", str(checkpoint)]) == 0
     assert "family:       edgetam" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["sam2", pytest.param("samurai", marks=pytest.mark.parity)])
+def test_efficienttam_with_pooled_memories_and_eviction_equals_keeping_every_memory(setup, tmp_path, name):
+    _, frames, masks, _ = setup
+    model = load_model(efficienttam_checkpoint(tmp_path / "efficienttam_ti_2.pt", "efficienttam-ti-2"),
+                       config=get_config("efficienttam-ti-2"))
+    evicting = VideoSession(model, frames, InferenceConfig(memory_policy=POLICIES[name], resolution=RESOLUTION))
+    keeping = VideoSession(model, frames, InferenceConfig(memory_policy=POLICIES[name], resolution=RESOLUTION,
+                                                          keep_all_memories=True))
+    a, b = _interact(evicting, masks), _interact(keeping, masks)
+    assert [t for t, _ in a] == [t for t, _ in b]
+    for (t, x), (_, y) in zip(a, b):
+        assert torch.equal(x, y), (name, t, (x - y).abs().max())
+    assert evicting.bank.num_entries() < keeping.bank.num_entries(), "memories must have been evicted"
+    assert any((x > 0).any() and not (x > 0).all() for _, x in a), "masks must be non-trivial"
