@@ -10,6 +10,7 @@ its 1000-frame run is capped at `--reference-cap` propagated frames (all 1000 fr
 and the table says so.
 
     python benchmarks/memory.py --threads 2
+    python benchmarks/memory.py --model edgetam --ours-only      # maskvos alone, EdgeTAM or EfficientTAM
 """
 
 from __future__ import annotations
@@ -98,22 +99,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lengths", type=int, nargs=2, default=[100, 1000])
     parser.add_argument("--reference-cap", type=int, default=150, help="frames the reference propagates on the long video")
+    parser.add_argument("--model", default="sam2.1-tiny", help="sam2.1-tiny (default), edgetam or an efficienttam-* name")
+    parser.add_argument("--ours-only", action="store_true", help="measure maskvos only (the only choice for other models)")
     args = parser.parse_args()
     if args.child:
         child(args)
         return
     sys.path.insert(0, str(ROOT / "tests"))
-    from parity_tools import make_checkpoint
+    from parity_tools import edgetam_checkpoint, efficienttam_checkpoint, make_checkpoint
 
     tmp = Path(tempfile.mkdtemp(prefix="maskvos-mem-"))
-    checkpoint = make_checkpoint("sam2.1-tiny", tmp / "tiny.pt")
+    if args.model == "edgetam":
+        checkpoint = edgetam_checkpoint(tmp / "edgetam.pt")
+    elif args.model.startswith("efficienttam"):
+        checkpoint = efficienttam_checkpoint(tmp / f"{args.model.replace('-', '_')}.pt", args.model)
+    else:
+        checkpoint = make_checkpoint(args.model, tmp / "tiny.pt")
+    kinds = ("ours",) if args.ours_only or args.model != "sam2.1-tiny" else ("ours", "reference")
     short, long = args.lengths
     videos = {n: build_video(tmp / f"v{n}", n) for n in (short, long)}
-    print(f"sam2.1-tiny, input {RESOLUTION}, 854x480 frames, one object, {args.threads} threads\n")
+    print(f"{args.model}, input {RESOLUTION}, 854x480 frames, one object, {args.threads} threads\n")
     print("| implementation | frames in video | frames propagated | peak RSS (MiB) | seconds |")
     print("|---|---:|---:|---:|---:|")
     rows = {}
-    for kind in ("ours", "reference"):
+    for kind in kinds:
         for n in (short, long):
             cap = args.reference_cap if kind == "reference" and n == long else 0
             r = measure(kind, videos[n], checkpoint, args.threads, cap)
@@ -122,9 +131,12 @@ def main() -> None:
             note = f" (capped at {cap})" if cap else ""
             print(f"| {name} | {n} | {r['frames']}{note} | {r['peak_mib']:.0f} | {r['seconds']:.0f} |", flush=True)
     ours_ratio = rows["ours", long]["peak_mib"] / rows["ours", short]["peak_mib"]
-    ref_ratio = rows["reference", long]["peak_mib"] / rows["reference", short]["peak_mib"]
-    print(f"\npeak RSS ratio {long}/{short} frames: maskvos {ours_ratio:.2f}, reference {ref_ratio:.2f}"
-          f" (reference capped at {args.reference_cap} propagated frames, so its true ratio is higher)")
+    if "reference" in kinds:
+        ref_ratio = rows["reference", long]["peak_mib"] / rows["reference", short]["peak_mib"]
+        print(f"\npeak RSS ratio {long}/{short} frames: maskvos {ours_ratio:.2f}, reference {ref_ratio:.2f}"
+              f" (reference capped at {args.reference_cap} propagated frames, so its true ratio is higher)")
+    else:
+        print(f"\npeak RSS ratio {long}/{short} frames: maskvos {ours_ratio:.2f}")
     print(f"maskvos memory entries stored at the end of the {long}-frame run: {rows['ours', long]['entries']}")
 
 

@@ -50,16 +50,25 @@ def test_official_file_loads_and_is_recognised(official_file, tiny_state):
 
 
 def test_each_published_config_is_told_apart():
-    # Every configuration has its own key set/shapes, so a file names its configuration unambiguously.
+    # Every configuration has its own key set/shapes, so a file names its configuration unambiguously,
+    # except EfficientTAM's variants of one size (plain, 512-pixel, two pooled attentions: the same
+    # weights' shapes), which the file's published name tells apart.
     from maskvos.checkpoints import expected_shapes
 
     shapes = {name: expected_shapes(cfg) for name, cfg in MODEL_CONFIGS.items()}
-    names = list(shapes)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            assert shapes[a] != shapes[b], (a, b)
+    groups: dict[str, list[str]] = {}
+    for name, shape in shapes.items():
+        groups.setdefault(repr(sorted(shape.items())), []).append(name)
+    shared = sorted(sorted(g) for g in groups.values() if len(g) > 1)
+    assert shared == [["efficienttam-s", "efficienttam-s-1", "efficienttam-s-2", "efficienttam-s-512"],
+                      ["efficienttam-ti", "efficienttam-ti-1", "efficienttam-ti-2", "efficienttam-ti-512"]]
     fake = {k: torch.empty(s, device="meta") for k, s in shapes["sam2-base-plus"].items()}
     assert detect_config(fake).name == "sam2-base-plus"
+    fake = {k: torch.empty(s, device="meta") for k, s in shapes["efficienttam-ti"].items()}
+    assert detect_config(fake).name == "efficienttam-ti"
+    for name, file_name in [("efficienttam-ti-2", "efficienttam_ti_2.pt"), ("efficienttam-ti-512", "efficienttam_ti_512x512.pt"),
+                            ("efficienttam-ti", "my_weights.pt")]:
+        assert detect_config(fake, file_name).name == name
 
 
 def test_wrong_config_names_the_one_that_fits(official_file):

@@ -5,7 +5,8 @@ memory encoder stage by stage, then whole videos with two objects, a late object
 and backward propagation, for the plain variant and both efficient cross-attentions (2x2-pooled
 memories). Random weights saved once and loaded by both; objects present, masks about 20 % of the
 frame. A perturbed weight is detected. The default run covers 512-pixel inputs and the S size with
-the second pooled attention; the full set (`-m parity`) every variant, Ti and 1024."""
+the second pooled attention; the full set (`-m parity`) every attention variant, Ti, and the stages at
+1024."""
 
 from __future__ import annotations
 
@@ -101,8 +102,11 @@ def _script(work: Path, masks) -> dict:
 
 VIDEO_CASES = [("efficienttam-s-2", 512)] + [
     pytest.param(name, size, marks=pytest.mark.parity)
-    for name, size in [("efficienttam-s", 512), ("efficienttam-s-1", 512), ("efficienttam-ti-2", 512), ("efficienttam-s-1", 1024)]
+    for name, size in [("efficienttam-s", 512), ("efficienttam-s-1", 512), ("efficienttam-ti-2", 512)]
 ]
+# Whole videos at 1024 are not in the set: with these random weights every mask there is empty (the
+# logits still agreed within TOLERANCE when it was run), which would test nothing; 1024 is covered
+# stage by stage.
 
 
 @pytest.mark.parametrize(("name", "size"), VIDEO_CASES)
