@@ -24,10 +24,12 @@ LAYERS: dict[str, int] = {
     "maskvos.backends": 5,
     "maskvos.app": 6,
     "maskvos.eval.run": 7,  # the evaluation runner is a front end
-    "maskvos.cli": 7,
     "maskvos.serve": 7,  # the HTTP API and page, a front end over the application layer
-    "maskvos.__main__": 8,
-    "maskvos": 8,  # the package facade
+    "maskvos.batch": 7,  # many videos over a process pool or Ray, a front end over the application layer
+    "maskvos.integrations": 8,  # CVAT, Label Studio, X-AnyLabeling adapters; mounted under `serve`
+    "maskvos.__main__": 9,
+    "maskvos.cli": 9,  # the command line, over every front end
+    "maskvos": 9,  # the package facade
 }
 
 
