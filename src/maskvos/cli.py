@@ -315,6 +315,63 @@ def _add_segment_parser(sub) -> None:
     seg.set_defaults(func=cmd_segment)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Segment every video of a manifest, each into its own folder, resumably."""
+    from maskvos.app import SaveSchedule, load_run_model
+    from maskvos.batch import BatchSettings, ModelSpec, read_manifest, run_batch
+
+    items = read_manifest(args.manifest)
+    config, _ = _tracking_config(args, resolution=args.resolution, overlap=args.overlap)
+    spec = ModelSpec(args.checkpoint or args.model, args.device, allow_fallback=args.checkpoint is None)
+    loaded = load_run_model(spec.source, args.device, needs=frozenset(), allow_fallback=spec.allow_fallback,
+                            notify=_note)
+    settings = BatchSettings(formats=tuple(args.format), config=config, temporal=args.temporal_smoothing,
+                             direction=args.direction, fps=args.fps, save=SaveSchedule(every_frames=args.save_every))
+
+    def emit(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    ray = None if args.ray is None else args.ray
+    print(f"batch: {len(items)} video(s) from {args.manifest} with {loaded.name} into {args.out}", file=sys.stderr, flush=True)
+    summary = run_batch(items, args.out, loaded, spec, settings, workers=args.workers, ray=ray,
+                        emit=None if args.quiet else emit)
+    print(summary.table())
+    return 1 if summary.failures else 0
+
+
+def _add_batch_parser(sub) -> None:
+    ba = sub.add_parser(
+        "batch",
+        help="segment many videos from a manifest (process pool or Ray), resumably",
+        description="Segment every video of a manifest into OUT/<video name>/ (the layout of maskvos segment "
+        "--out). The manifest is a CSV (header: source,prompt,frame,points,box,obj_id,out) or JSON Lines file, "
+        "one video per row, or a DAVIS-layout dataset folder (each sequence prompted by its annotations). "
+        "Run it again with the same OUT to continue an interrupted batch: finished videos are skipped, half-done "
+        "ones continue from their saved state. A bad row fails that video alone, with its reason.",
+    )
+    ba.add_argument("manifest", help="CSV or JSON Lines manifest, or a DAVIS-layout dataset folder")
+    ba.add_argument("--out", required=True, help="batch folder: OUT/<video>/ per video, batch.jsonl (finished videos)")
+    _add_model_args(ba)
+    ba.add_argument("--workers", type=int, default=1,
+                    help="local processes, each holding the model (default 1: this process); with --ray, Ray actors "
+                    "(default one per GPU of the cluster, else 1)")
+    ba.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS|local",
+                    help="run one Ray task per video on actors that load the model once: 'local' starts Ray on this "
+                    "machine, an address (ray://host:10001 or host:6379) joins a cluster whose nodes see the same files")
+    ba.add_argument("--format", type=_formats, default=["png"], help="outputs of each video, as for maskvos segment")
+    ba.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024)")
+    ba.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    ba.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
+                    help="as for maskvos segment (default forward)")
+    ba.add_argument("--overlap", choices=["score", "order"], default="score", help="as for maskvos segment")
+    _add_tracking_args(ba)
+    ba.add_argument("--fps", type=float, default=24.0, help="frame rate of overlay previews (default 24)")
+    ba.add_argument("--save-every", type=int, default=50, metavar="FRAMES",
+                    help="save each video's state this often, for resuming (default 50 frames, or 30 s)")
+    ba.add_argument("--quiet", action="store_true", help="no progress lines, only the summary table")
+    ba.set_defaults(func=cmd_batch)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the session API and the web page."""
     from maskvos.inference.config import InferenceConfig
@@ -359,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(info)
     info.set_defaults(func=cmd_info)
     _add_segment_parser(sub)
+    _add_batch_parser(sub)
     _add_eval_parsers(sub)
     _add_serve_parser(sub)
     return parser
@@ -373,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"maskvos: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        hint = "; run the same command with --resume to continue" if getattr(args, "command", "") == "segment" else ""
+        command = getattr(args, "command", "")
+        hint = {"segment": "; run the same command with --resume to continue",
+                "batch": "; run the same command again to continue (finished videos are skipped)"}.get(command, "")
         print(f"maskvos: interrupted{hint}", file=sys.stderr)
         return 130
 
