@@ -13,12 +13,13 @@ import logging
 import shutil
 import tempfile
 import threading
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -27,7 +28,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from maskvos.errors import MaskvosError
+from maskvos.errors import ConfigError, MaskvosError
 from maskvos.serve.errors import ServeError, bad_request
 from maskvos.serve.export import EXPORT_FORMATS, download_name, export_zip
 from maskvos.serve.sessions import ModelPool, SessionManager, periodic
@@ -49,6 +50,9 @@ class ServeSettings:
         max_upload_mb: largest upload accepted.
         work_dir: the server's own folder (uploads, exports, the demo clip); a new temporary folder
             by default, removed when the server stops.
+        integrations: tool adapters to mount under /integrations/<name> ("cvat", "label-studio",
+            "x-anylabeling"); `maskvos.integrations.create_app_with` builds such an app (this
+            layer cannot import them), `create_app` refuses names it was given no routers for.
     """
 
     root: Path
@@ -57,10 +61,19 @@ class ServeSettings:
     busy_wait_s: float = 2.0
     max_upload_mb: int = 4096
     work_dir: Path | None = None
+    integrations: tuple[str, ...] = field(default_factory=tuple)
 
 
-def create_app(pool: ModelPool, settings: ServeSettings) -> FastAPI:
-    """The application: the API under /api, the page at /."""
+def create_app(pool: ModelPool, settings: ServeSettings, extra_routers: Sequence[tuple[str, APIRouter]] = ()) -> FastAPI:
+    """The application: the API under /api, each of `extra_routers` under its prefix (before the
+    page, so the page's catch-all does not hide them), the page at /."""
+    mounted = {prefix.rstrip("/").rsplit("/", 1)[-1] for prefix, _ in extra_routers}
+    missing = [name for name in settings.integrations if name not in mounted]
+    if missing:
+        raise ConfigError(
+            f"Integrations {', '.join(missing)} were asked for but no routers were given for them; "
+            "build the app with maskvos.integrations.create_app_with(pool, settings)."
+        )
     own_dir = settings.work_dir is None
     work_dir = Path(tempfile.mkdtemp(prefix="maskvos-serve-")) if own_dir else Path(settings.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +210,8 @@ def create_app(pool: ModelPool, settings: ServeSettings) -> FastAPI:
         manager.close(session_id)
         return {"closed": session_id}
 
+    for prefix, router in extra_routers:
+        app.include_router(router, prefix=prefix.rstrip("/"))
     static = resources.files("maskvos.serve") / "static"
     app.mount("/", StaticFiles(directory=str(static), html=True), name="page")
     return app

@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from maskvos.app import load_run_model, settings_for
 from maskvos.app.models import FALLBACK_BACKEND
@@ -17,8 +18,13 @@ from maskvos.inference.config import InferenceConfig
 from maskvos.serve.api import ServeSettings, create_app
 from maskvos.serve.sessions import ModelPool, PooledModel
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 #: The model `maskvos serve` runs when none is named, if it is in the download cache.
 DEFAULT_MODEL = "sam2.1-tiny"
+#: What builds a server's application from its models and settings (`create_app` by default).
+AppFactory = Callable[[ModelPool, ServeSettings], "FastAPI"]
 
 
 def build_pool(
@@ -60,24 +66,33 @@ def serve(
     pool: ModelPool,
     settings: ServeSettings,
     announce: Callable[[str], None] = print,
+    app_factory: AppFactory = create_app,
+    banner: Callable[[str], str] | None = None,
 ) -> None:
-    """Run the server until interrupted (port 0: any free port)."""
+    """Run the server until interrupted (port 0: any free port). `app_factory(pool, settings)`
+    builds the application (`maskvos.integrations.create_app_with` adds the tool adapters);
+    `banner(url)`, if given, is the line announced once it listens."""
     import uvicorn
 
     sock = bind(host, port)
     port = sock.getsockname()[1]
-    app = create_app(pool, settings)
+    app = app_factory(pool, settings)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
     _started = server.startup
 
     async def startup(*args, **kwargs):
         await _started(*args, **kwargs)
         if server.started:
-            announce(f"maskvos serve: open {address(host, port)} (model {pool.default.name}, videos under "
-                     f"{settings.root}); Ctrl-C stops it")
+            announce(banner(address(host, port)) if banner else
+                     f"maskvos serve: open {address(host, port)} (model {pool.default.name}, videos under "
+                     f"{settings.root}{_mounted(address(host, port), settings)}); Ctrl-C stops it")
 
     server.startup = startup
     server.run(sockets=[sock])
+
+
+def _mounted(url: str, settings: ServeSettings) -> str:
+    return "".join(f"; {name} at {url}integrations/{name}" for name in settings.integrations)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -119,14 +134,15 @@ class BackgroundServer:
     """The server in a thread of this process, on a free port of `host` (for tests, benchmarks and
     programs that drive the page themselves). Use as a context manager; `url` is its address."""
 
-    def __init__(self, pool: ModelPool, settings: ServeSettings, host: str = "127.0.0.1") -> None:
+    def __init__(self, pool: ModelPool, settings: ServeSettings, host: str = "127.0.0.1",
+                 app_factory: AppFactory = create_app) -> None:
         import threading
 
         import uvicorn
 
         self.sock = bind(host, 0)
         self.url = address(host, self.sock.getsockname()[1])
-        self.app = create_app(pool, settings)
+        self.app = app_factory(pool, settings)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", timeout_graceful_shutdown=5))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
