@@ -378,21 +378,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from maskvos.serve import ServeSettings, build_pool, serve
     from maskvos.serve.server import check_root, configure_logging
 
+    names: list[str] = []
+    if args.integrations:
+        from maskvos.integrations import check_names
+
+        names = check_names([n.strip() for n in args.integrations.split(",") if n.strip()])
     root = check_root(args.root)
     configure_logging()
     if args.model or args.checkpoint:
         print(f"maskvos serve: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
     pool = build_pool(args.model, args.checkpoint, args.device, InferenceConfig(resolution=args.resolution), _note)
     settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
-                             max_upload_mb=args.max_upload_mb)
-    serve(args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True))
+                             max_upload_mb=args.max_upload_mb, integrations=tuple(names))
+    if names:
+        from maskvos.integrations import create_app_with
+
+        serve(args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True),
+              app_factory=create_app_with)
+    else:
+        serve(args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True))
     return 0
 
 
-def _add_serve_parser(sub) -> None:
-    sv = sub.add_parser("serve", help="the interactive web page and the session HTTP API",
-                        description="Serve a web page (and its HTTP API) to open a video, paint, click or box "
-                        "objects, propagate, correct and export. Binds 127.0.0.1 unless --host says otherwise.")
+def cmd_serve_integration(args: argparse.Namespace) -> int:
+    """Serve one tool adapter alone, at the root of its address."""
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.integrations import check_servable, serve_integration
+    from maskvos.serve import ServeSettings, build_pool
+    from maskvos.serve.server import check_root, configure_logging
+
+    name = args.name
+    check_servable(name)  # before the model is loaded
+    root = check_root(args.root)
+    configure_logging()
+    if args.model or args.checkpoint:
+        print(f"maskvos serve-integration: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
+    pool = build_pool(args.model, args.checkpoint, args.device, InferenceConfig(resolution=args.resolution), _note)
+    settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
+                             max_upload_mb=args.max_upload_mb)
+    serve_integration(name, args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True))
+    return 0
+
+
+def _add_server_args(sv: argparse.ArgumentParser) -> None:
+    """Model, address, root and limits: shared by serve and serve-integration."""
     group = sv.add_mutually_exclusive_group()
     group.add_argument("--model", help="published model name, e.g. sam2.1-tiny (downloaded once; featmatch if it "
                        "cannot be), or featmatch; default: sam2.1-tiny if cached, else featmatch")
@@ -406,7 +435,24 @@ def _add_serve_parser(sub) -> None:
     sv.add_argument("--idle-timeout", type=float, default=1800.0, metavar="SECONDS",
                     help="close a session after this long without a request (default 1800)")
     sv.add_argument("--max-upload-mb", type=int, default=4096, help="largest upload accepted, in MiB (default 4096)")
+
+
+def _add_serve_parser(sub) -> None:
+    sv = sub.add_parser("serve", help="the interactive web page and the session HTTP API",
+                        description="Serve a web page (and its HTTP API) to open a video, paint, click or box "
+                        "objects, propagate, correct and export. Binds 127.0.0.1 unless --host says otherwise.")
+    _add_server_args(sv)
+    sv.add_argument("--integrations", metavar="NAMES",
+                    help="also serve tool adapters under /integrations/<name>: comma-separated from cvat, "
+                    "label-studio, x-anylabeling")
     sv.set_defaults(func=cmd_serve)
+    si = sub.add_parser("serve-integration", help="serve one annotation-tool adapter alone (label-studio, x-anylabeling)",
+                        description="Serve one tool adapter at the root of its address: give the printed URL to "
+                        "the tool as its ML backend (Label Studio) or remote server (X-AnyLabeling). CVAT's "
+                        "adapter is a cvat-cli function module instead (see the README).")
+    si.add_argument("name", help="label-studio or x-anylabeling")
+    _add_server_args(si)
+    si.set_defaults(func=cmd_serve_integration)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,8 +86,8 @@ def create_app_with(pool: ModelPool, settings: ServeSettings, names: Sequence[st
     return create_app(pool, _with_names(settings, chosen), extra_routers=routers)
 
 
-def create_integration_app(name: str, pool: ModelPool, settings: ServeSettings) -> FastAPI:
-    """Integration `name` alone, at "/" (the tool's server URL is then the server's address)."""
+def check_servable(name: str) -> None:
+    """Refuse, in one sentence, a name that is unknown or not an HTTP server (cvat)."""
     check_names([name])
     if name in FUNCTION_MODULES:
         commands = cvat_commands()
@@ -95,6 +95,11 @@ def create_integration_app(name: str, pool: ModelPool, settings: ServeSettings) 
             f"The cvat integration is a cvat-cli function module, not a server; run {commands['register']} "
             f"and then {commands['run_agent']}."
         )
+
+
+def create_integration_app(name: str, pool: ModelPool, settings: ServeSettings) -> FastAPI:
+    """Integration `name` alone, at "/" (the tool's server URL is then the server's address)."""
+    check_servable(name)
     app = FastAPI(title=f"maskvos {name}", docs_url="/docs", redoc_url=None)
     app.include_router(integration_router(name, pool, settings))
     return app
@@ -115,5 +120,5 @@ def _with_names(settings: ServeSettings, names: list[str]) -> ServeSettings:
     return dataclasses.replace(settings, integrations=tuple(names))
 
 
-__all__ = ["INTEGRATIONS", "check_names", "create_app_with", "create_integration_app", "integration_router",
+__all__ = ["INTEGRATIONS", "check_names", "check_servable", "create_app_with", "create_integration_app", "integration_router",
            "integration_routers", "serve_integration"]
