@@ -208,7 +208,9 @@ def test_unknown_format_is_one_sentence_and_opens_nothing(tmp_path):
     target = _target(tmp_path, _grey_frames(1, 10))
     with pytest.raises(OutputError) as err:
         open_writers(["png", "gif"], target)
-    assert str(err.value) == "Output format 'gif' is unknown; use any of png, objects, rle, overlay."
+    assert str(err.value) == (
+        "Output format 'gif' is unknown; use any of png, objects, rle, overlay, coco-video, mots, youtube-vos, cvat-xml, label-studio."
+    )
     assert not target.masks_dir.exists()
 
 
@@ -220,7 +222,7 @@ def test_required_formats_are_opened_once(tmp_path):
 
 
 def test_registry_names_and_order():
-    assert FORMATS == ("png", "objects", "rle", "overlay")
+    assert FORMATS == ("png", "objects", "rle", "overlay", "coco-video", "mots", "youtube-vos", "cvat-xml", "label-studio")
     for position, (name, cls) in enumerate(WRITERS.items()):
         assert cls.name == name
         for required in cls.requires:  # what a format requires comes before it: opened, written and closed first

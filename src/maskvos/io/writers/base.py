@@ -8,13 +8,14 @@ A run opens its writers on an `OutputTarget`, hands each one every frame's `Outp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
 
 import numpy as np
 
 from maskvos.errors import MaskvosError
+from maskvos.io.coco import ObjectCategories
 from maskvos.io.frames import FrameSource
 
 T = TypeVar("T")
@@ -53,6 +54,27 @@ class MaskFrame(Protocol):
 
 
 @dataclass(frozen=True)
+class AnnotationInfo:
+    """What the annotation formats (coco-video, mots, youtube-vos, cvat-xml, label-studio) say of a
+    video besides its masks.
+
+    Attributes:
+        video_name: the video's name in their files; None: the source's folder or file name, else the
+            output folder's name.
+        categories: each object's category (default: every object "object", id 1).
+        image_prefix: put before "<video>/<image file>" where a format names a frame's image (Label
+            Studio's `data.image`, e.g. "/data/local-files/?d=").
+        image_suffix: the image file ending of frames whose source has no files (arrays, video files,
+            exports of label maps).
+    """
+
+    video_name: str | None = None
+    categories: ObjectCategories = field(default_factory=ObjectCategories)
+    image_prefix: str = ""
+    image_suffix: str = ".jpg"
+
+
+@dataclass(frozen=True)
 class OutputTarget:
     """Where, and from what, a run's outputs are written.
 
@@ -62,6 +84,8 @@ class OutputTarget:
         masks_dir: where the png writer puts label maps (usually `out_dir / "masks"`; may be `out_dir`).
         fps: frame rate of the overlay preview.
         resume: the run continues an interrupted run in the same folder.
+        annotation: the video's name, its objects' categories and its image names, for the
+            annotation formats.
     """
 
     out_dir: Path
@@ -69,6 +93,7 @@ class OutputTarget:
     masks_dir: Path
     fps: float = 24.0
     resume: bool = False
+    annotation: AnnotationInfo = field(default_factory=AnnotationInfo)
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,14 @@ import contextlib
 from collections.abc import Sequence
 
 from maskvos.io.writers.base import OutputError, OutputTarget, Writer
+from maskvos.io.writers.coco_video import CocoVideoWriter
+from maskvos.io.writers.cvat import CvatXmlWriter
 from maskvos.io.writers.images import ObjectPngWriter, PalettePngWriter
+from maskvos.io.writers.label_studio import LabelStudioWriter
+from maskvos.io.writers.mots import MotsWriter
 from maskvos.io.writers.overlay import OverlayVideoWriter
 from maskvos.io.writers.rle import RleJsonWriter
+from maskvos.io.writers.youtube_vos import YouTubeVosWriter
 
 #: Every output format: its name -> its writer class. A new format is one class and one entry here,
 #: after the formats it requires (writers are opened, written and closed in this order).
@@ -17,6 +22,11 @@ WRITERS: dict[str, type[Writer]] = {
     "objects": ObjectPngWriter,
     "rle": RleJsonWriter,
     "overlay": OverlayVideoWriter,
+    "coco-video": CocoVideoWriter,
+    "mots": MotsWriter,
+    "youtube-vos": YouTubeVosWriter,
+    "cvat-xml": CvatXmlWriter,
+    "label-studio": LabelStudioWriter,
 }
 FORMATS: tuple[str, ...] = tuple(WRITERS)
 
