@@ -301,7 +301,8 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--out", required=True, help="output folder")
     seg.add_argument("--format", type=_formats, default=["png"],
                      help="comma-separated outputs: png (palette label maps), objects (per-object PNGs), "
-                     "rle (COCO RLE JSON), overlay (MP4 preview); default png")
+                     "rle (COCO RLE JSON), overlay (MP4 preview), coco-video (YouTube-VIS instances JSON), mots, "
+                     "youtube-vos, cvat-xml (CVAT for video 1.1), label-studio (brush predictions); default png")
     seg.add_argument("--resolution", type=int, help="model input size: 1024 (native, default), 768 or 512 (faster)")
     seg.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
     seg.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
@@ -370,6 +371,51 @@ def _add_batch_parser(sub) -> None:
                     help="save each video's state this often, for resuming (default 50 frames, or 30 s)")
     ba.add_argument("--quiet", action="store_true", help="no progress lines, only the summary table")
     ba.set_defaults(func=cmd_batch)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Convert existing results (label maps) into the formats annotation tools and benchmarks read."""
+    from maskvos.app import export_results
+    from maskvos.io.writers import ObjectCategories
+
+    categories = ObjectCategories.parse(args.category) if args.category else None
+    summary = export_results(args.pred_dir, args.format, args.out, categories=categories, video_name=args.video_name,
+                             image_prefix=args.image_prefix, image_suffix=args.image_suffix)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _export_formats(text: str) -> list[str]:
+    from maskvos.app import EXPORT_FORMATS
+
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    for name in names:
+        if name not in EXPORT_FORMATS:
+            raise argparse.ArgumentTypeError(f"format '{name}' cannot be exported; use any of {','.join(EXPORT_FORMATS)}")
+    return names
+
+
+def _add_export_parser(sub) -> None:
+    ex = sub.add_parser(
+        "export",
+        help="convert results (label maps) to COCO video, MOTS, YouTube-VOS, CVAT XML or Label Studio",
+        description="Convert existing results into other formats: PRED_DIR is a maskvos segment --out folder "
+        "(masks/*.png), a folder of label-map PNGs, a DAVIS-layout predictions folder (<seq>/<frame>.png, as "
+        "eval-run writes) or a maskvos batch folder (<video>/masks/). One video goes into OUT, several into "
+        "OUT/<video>/.",
+    )
+    ex.add_argument("pred_dir", help="results folder holding label-map PNGs")
+    ex.add_argument("--format", type=_export_formats, required=True,
+                    help="comma-separated: coco-video (YouTube-VIS/OVIS instances JSON), mots (16-bit PNG "
+                    "class*1000+id, and txt), youtube-vos (Annotations/ + meta.json), cvat-xml (CVAT for video 1.1, "
+                    "masks in CVAT's RLE), label-studio (brush predictions JSON), png, objects, rle")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--category", nargs="+", metavar="OBJ=NAME[:ID]",
+                    help="category of an object, e.g. 1=person 2=car:3 (default: every object 'object', id 1)")
+    ex.add_argument("--video-name", help="the video's name in the files (default: the folder's name)")
+    ex.add_argument("--image-prefix", default="", help="prefix of the image paths written (e.g. the tool's data folder)")
+    ex.add_argument("--image-suffix", default=".jpg", help="extension of the frames' image files (default .jpg)")
+    ex.set_defaults(func=cmd_export)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -463,6 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     _add_segment_parser(sub)
     _add_batch_parser(sub)
+    _add_export_parser(sub)
     _add_eval_parsers(sub)
     _add_serve_parser(sub)
     return parser
