@@ -137,8 +137,12 @@ def video(checkpoint: str, frame_dir: str, script_path: str, out_path: str, size
         script = json.load(handle)
     # a correction on a tracked frame becomes a conditioning frame, as in maskvos' VideoSession (the
     # reference's add_all_frames_to_correct_as_cond; the SAM2 parity suite sets it the same way)
+    # No hole filling: edgetam-dimos fills holes on the CPU with OpenCV when cv2 happens to be installed
+    # (Meta's sam2 needs its CUDA extension for it and skips it on the CPU, as maskvos does; maskvos'
+    # own hole filling is the --temporal-smoothing step), so the comparison is of the network alone.
     overrides = [*_overrides(size), "++model.add_all_frames_to_correct_as_cond=true"]
     predictor = build_sam2_video_predictor("configs/edgetam.yaml", checkpoint, device="cpu", hydra_overrides_extra=overrides)
+    predictor.fill_hole_area = 0  # its builder appends fill_hole_area=8 after any override of ours
     out: dict[int, list[dict[int, torch.Tensor]]] = {}
     with torch.inference_mode():
         for obj_key, ops in script["objects"].items():
