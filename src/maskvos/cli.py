@@ -73,14 +73,18 @@ def _box(text: str) -> tuple[float, float, float, float]:
     return x0, y0, x1, y1
 
 
+def _format_list(text: str, allowed: Sequence[str], refusal: str) -> list[str]:
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    for name in names:
+        if name not in allowed:
+            raise argparse.ArgumentTypeError(f"format '{name}' {refusal}; use any of {','.join(allowed)}")
+    return names
+
+
 def _formats(text: str) -> list[str]:
     from maskvos.io.writers import FORMATS
 
-    names = [f.strip() for f in text.split(",") if f.strip()]
-    for name in names:
-        if name not in FORMATS:
-            raise argparse.ArgumentTypeError(f"format '{name}' is unknown; use any of {','.join(FORMATS)}")
-    return names
+    return _format_list(text, FORMATS, "is unknown")
 
 
 def _lengths(text: str) -> list[int]:
@@ -332,9 +336,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     def emit(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    ray = None if args.ray is None else args.ray
     print(f"batch: {len(items)} video(s) from {args.manifest} with {loaded.name} into {args.out}", file=sys.stderr, flush=True)
-    summary = run_batch(items, args.out, loaded, spec, settings, workers=args.workers, ray=ray,
+    summary = run_batch(items, args.out, loaded, spec, settings, workers=args.workers, ray=args.ray,
                         emit=None if args.quiet else emit)
     print(summary.table())
     return 1 if summary.failures else 0
@@ -388,11 +391,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_formats(text: str) -> list[str]:
     from maskvos.app import EXPORT_FORMATS
 
-    names = [f.strip() for f in text.split(",") if f.strip()]
-    for name in names:
-        if name not in EXPORT_FORMATS:
-            raise argparse.ArgumentTypeError(f"format '{name}' cannot be exported; use any of {','.join(EXPORT_FORMATS)}")
-    return names
+    return _format_list(text, EXPORT_FORMATS, "cannot be exported")
 
 
 def _add_export_parser(sub) -> None:
