@@ -29,7 +29,16 @@ from maskvos.errors import MaskvosError
 from maskvos.io.coco import ObjectCategories
 from maskvos.io.frames import FrameSource, FrameSourceError, natural_key
 from maskvos.io.masks import label_map_to_masks, read_label_map
-from maskvos.io.writers import FORMATS, WRITERS, AnnotationInfo, OutputFrame, OutputTarget, Writer, prepare_output_dir
+from maskvos.io.writers import (
+    FORMATS,
+    WRITERS,
+    AnnotationInfo,
+    OutputFrame,
+    OutputTarget,
+    finishing,
+    open_writers,
+    prepare_output_dir,
+)
 
 #: The formats an export can write: those whose writers need no images (not the overlay preview).
 EXPORT_FORMATS: tuple[str, ...] = tuple(name for name in FORMATS if not WRITERS[name].needs_image)
@@ -231,13 +240,9 @@ def _export_video(video: LabelMapVideo, formats: list[str], out_dir: Path, info:
     first = read_label_map(video.paths[0])
     source = LabelMapFrames(video, indices, *first.shape[:2])
     target = OutputTarget(out_dir, source, out_dir / "masks", resume=False, annotation=info)
-    writers: list[Writer] = []
+    writers = open_writers(formats, target, with_required=False)
     obj_ids: set[int] = set()
-    try:
-        for name in formats:
-            writer = WRITERS[name]()
-            writer.open(target)
-            writers.append(writer)
+    with finishing(writers):
         for frame_idx, path in zip(indices, video.paths):
             labels = first if path == video.paths[0] else read_label_map(path)
             if labels.shape != first.shape:
@@ -250,12 +255,6 @@ def _export_video(video: LabelMapVideo, formats: list[str], out_dir: Path, info:
             frame = OutputFrame(frame_idx, path.stem, None)
             for writer in writers:
                 writer.write(frame, result)
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.discard()
-        raise
     return len(video.paths), obj_ids, [w.describe() for w in writers]
 
 

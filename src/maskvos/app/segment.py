@@ -24,7 +24,15 @@ from maskvos.inference.api import FrameResult, Pass, Session
 from maskvos.inference.config import InferenceConfig
 from maskvos.inference.postprocess import OverlapResolver, PostChain, PostProcessor
 from maskvos.io.frames import FrameSource, open_source
-from maskvos.io.writers import OutputFrame, OutputTarget, Writer, open_writers, prepare_output_dir, resolve_formats
+from maskvos.io.writers import (
+    OutputFrame,
+    OutputTarget,
+    Writer,
+    finishing,
+    open_writers,
+    prepare_output_dir,
+    resolve_formats,
+)
 
 
 @dataclass
@@ -106,13 +114,8 @@ def segment_video(
     bar = progress(total) if progress else None
     began = time.perf_counter()
     try:
-        run.execute(remaining, bar)
-        for writer in writers:
-            writer.close()
-    except BaseException:
-        for writer in writers:
-            writer.discard()
-        raise
+        with finishing(writers):
+            run.execute(remaining, bar)
     finally:
         if bar:
             bar.close()

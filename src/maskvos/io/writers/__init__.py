@@ -37,7 +37,7 @@ from maskvos.io.writers.images import ObjectPngWriter, PalettePngWriter
 from maskvos.io.writers.label_studio import LabelStudioWriter, encode_brush_rle
 from maskvos.io.writers.mots import MotsWriter
 from maskvos.io.writers.overlay import OverlayVideoWriter, tint
-from maskvos.io.writers.registry import FORMATS, WRITERS, open_writers, resolve_formats
+from maskvos.io.writers.registry import FORMATS, WRITERS, finishing, open_writers, resolve_formats
 from maskvos.io.writers.rle import RleJsonWriter, decode_rle, encode_rle
 from maskvos.io.writers.tracks import VideoFileWriter, video_name_of
 from maskvos.io.writers.youtube_vos import YouTubeVosWriter
@@ -68,6 +68,7 @@ __all__ = [
     "encode_brush_rle",
     "encode_cvat_mask",
     "encode_rle",
+    "finishing",
     "open_writers",
     "prepare_output_dir",
     "resolve_formats",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from maskvos.io.writers.base import OutputError, OutputTarget, Writer
 from maskvos.io.writers.coco_video import CocoVideoWriter
@@ -51,16 +51,21 @@ def resolve_formats(formats: Sequence[str]) -> list[str]:
     return [name for name in WRITERS if name in wanted]
 
 
-def open_writers(formats: Sequence[str], target: OutputTarget) -> list[Writer]:
-    """Open one writer per format of `resolve_formats(formats)` on `target`, in that order.
+def open_writers(formats: Sequence[str], target: OutputTarget, with_required: bool = True) -> list[Writer]:
+    """Open one writer per format of `resolve_formats(formats)` on `target`, in that order
+    (`with_required=False`: only the formats named, in the order of `WRITERS`; an export of finished
+    label maps needs none of the files a writer requires for resuming).
 
     Raises:
         OutputError: an unknown format (before anything is opened) or a folder that cannot be
             written; the writers opened before the failure are discarded.
     """
+    names = resolve_formats(formats)
+    if not with_required:
+        names = [name for name in names if name in formats]
     writers: list[Writer] = []
     try:
-        for name in resolve_formats(formats):
+        for name in names:
             writer = WRITERS[name]()
             writer.open(target)
             writers.append(writer)
@@ -70,3 +75,17 @@ def open_writers(formats: Sequence[str], target: OutputTarget) -> list[Writer]:
                 writer.discard()
         raise
     return writers
+
+
+@contextlib.contextmanager
+def finishing(writers: Sequence[Writer]) -> Iterator[None]:
+    """Close every writer when the block ends normally (the outputs are complete); discard every one
+    when it raises or is interrupted (no partial file stays), then let the error through."""
+    try:
+        yield
+        for writer in writers:
+            writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        raise
