@@ -145,6 +145,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     """Segment every frame of a video from prompts and write the masks."""
     from maskvos.app import (
         PromptSpec,
+        click_prompt,
         load_run_model,
         prompts_from_mask_file,
         segment_video,
@@ -162,9 +163,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.prompt is not None:
         prompts += prompts_from_mask_file(args.prompt, source, args.frame, args.obj_id)
     if args.points or args.box is not None:
-        points = [(x, y) for x, y, _ in args.points or []]
-        labels = [label for _, _, label in args.points or []]
-        prompts.append(PromptSpec(args.frame, args.obj_id or 1, points=points or None, labels=labels or None, box=args.box))
+        prompts.append(click_prompt(args.frame, args.obj_id, args.points or (), args.box))
     needs = frozenset().union(*(p.prompt_types for p in prompts))
     loaded = load_run_model(args.checkpoint or args.model, args.device, needs=needs,
                             allow_fallback=args.checkpoint is None, notify=_note)

@@ -11,6 +11,7 @@ from maskvos.app.models import LoadedModel, load_run_model, resolve_device, sett
 from maskvos.app.progress import FrameProgress, ProgressFactory, terminal_progress
 from maskvos.app.prompts import (
     PromptSpec,
+    click_prompt,
     first_appearance_prompts,
     prompts_from_folder,
     prompts_from_label_map,
@@ -31,6 +32,7 @@ __all__ = [
     "RunError",
     "SaveSchedule",
     "SegmentSummary",
+    "click_prompt",
     "export_results",
     "first_appearance_prompts",
     "load_run_model",

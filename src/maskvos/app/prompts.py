@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,22 @@ class PromptSpec:
         if self.mask is not None:
             h.update(np.packbits(self.mask).tobytes())
         return h.hexdigest()
+
+
+def click_prompt(
+    frame_idx: int,
+    obj_id: int | None,
+    points: Sequence[tuple[float, float, int]] = (),
+    box: tuple[float, float, float, float] | None = None,
+) -> PromptSpec:
+    """One object's clicks ((x, y, label) each) and/or box on a frame, as a prompt (object 1 by default)."""
+    return PromptSpec(
+        frame_idx,
+        obj_id or 1,
+        points=[(x, y) for x, y, _ in points] or None,
+        labels=[label for _, _, label in points] or None,
+        box=box,
+    )
 
 
 def prompts_from_mask_file(path: str | Path, source: FrameSource, frame_idx: int, obj_id: int | None) -> list[PromptSpec]:

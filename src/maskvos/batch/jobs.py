@@ -15,6 +15,7 @@ from maskvos.app import (
     LoadedModel,
     PromptSpec,
     SaveSchedule,
+    click_prompt,
     first_appearance_prompts,
     load_run_model,
     prompts_from_mask_file,
@@ -154,13 +155,5 @@ def _prompts(item: BatchItem, source) -> list[PromptSpec]:
     if item.prompt is not None:
         prompts += prompts_from_mask_file(item.prompt, source, item.frame, item.obj_id)
     if item.points or item.box is not None:
-        prompts.append(
-            PromptSpec(
-                item.frame,
-                item.obj_id or 1,
-                points=[(x, y) for x, y, _ in item.points] or None,
-                labels=[label for _, _, label in item.points] or None,
-                box=item.box,
-            )
-        )
+        prompts.append(click_prompt(item.frame, item.obj_id, item.points, item.box))
     return prompts

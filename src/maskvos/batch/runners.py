@@ -32,19 +32,19 @@ class Job:
     settings: BatchSettings
 
 
+def _failed(job: Job, reason: str) -> VideoOutcome:
+    """The outcome of a video that ended without one of its own (its worker died or raised)."""
+    return VideoOutcome(name=job.item.name, row=job.item.row, ok=False, out=str(job.item.out_dir(job.batch_out)),
+                        reason=reason)
+
+
+def _raised(job: Job, exc: BaseException) -> VideoOutcome:
+    return _failed(job, f"Video '{job.item.name}' ({job.item.row}) failed: {type(exc).__name__}: {exc}".rstrip(".") + ".")
+
+
 def _died(job: Job, what: str) -> VideoOutcome:
-    return VideoOutcome(
-        name=job.item.name, row=job.item.row, ok=False, out=str(job.item.out_dir(job.batch_out)),
-        reason=f"Video '{job.item.name}' ({job.item.row}) stopped its worker {MAX_ATTEMPTS} times ({what}); "
-        "check it on its own with maskvos segment (too long for the memory?).",
-    )
-
-
-def _failed(job: Job, exc: BaseException) -> VideoOutcome:
-    return VideoOutcome(
-        name=job.item.name, row=job.item.row, ok=False, out=str(job.item.out_dir(job.batch_out)),
-        reason=f"Video '{job.item.name}' ({job.item.row}) failed: {type(exc).__name__}: {exc}".rstrip(".") + ".",
-    )
+    return _failed(job, f"Video '{job.item.name}' ({job.item.row}) stopped its worker {MAX_ATTEMPTS} times ({what}); "
+                        "check it on its own with maskvos segment (too long for the memory?).")
 
 
 def run_serial(loaded: LoadedModel, jobs: Sequence[Job]) -> Iterator[VideoOutcome]:
@@ -98,7 +98,7 @@ def run_pool(spec: ModelSpec, jobs: Sequence[Job], workers: int) -> Iterator[Vid
                     broken.append(job)
                     continue
                 except Exception as exc:  # anything run_item did not turn into an outcome: this video only
-                    outcome = _failed(job, exc)
+                    outcome = _raised(job, exc)
                 yield outcome
         finally:
             pool.shutdown(wait=not broken, cancel_futures=True)
@@ -182,7 +182,7 @@ def run_ray(spec: ModelSpec, jobs: Sequence[Job], address: str, workers: int | N
                 outcome = ray.get(done[0])
             except ray.exceptions.RayTaskError as exc:  # raised inside the task: this video only
                 idle.append(actor)
-                yield _failed(job, exc.cause if getattr(exc, "cause", None) is not None else exc)
+                yield _raised(job, exc.cause if getattr(exc, "cause", None) is not None else exc)
                 continue
             except ray.exceptions.RayActorError:
                 attempts[id(job)] += 1
