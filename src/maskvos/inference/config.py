@@ -25,7 +25,17 @@ class InferenceConfig:
         overlap: how per-object masks become one label map: "score" (the highest logit wins) or
             "order" (the object prompted last wins).
         memory_batch: objects per memory-attention call; None picks 1 on CPU (faster: the attention is
-            compute-bound and one object's working set stays in cache) and all objects on a GPU.
+            compute-bound and one object's working set stays in cache) and all objects on a GPU (the
+            GPU default is to be chosen by measurement on a lent GPU: `benchmarks/session_speed.py
+            --device cuda` times both).
+        compute_dtype: float32 (the default: outputs equal the reference's float32 ones), or bfloat16:
+            the image encoder, memory attention, decoder and memory encoder run under
+            `torch.autocast(device, bfloat16)`, as the reference is run on a GPU. Masks, scores and
+            pointers come back in float32; memories are stored in `memory_dtype` either way.
+        compile: compile those per-frame steps with `torch.compile` (`dynamic=False`; memory attention
+            gets a memory padded to a fixed layout, so nothing recompiles from frame to frame). The
+            first frames are slow while it compiles; outputs equal the uncompiled ones within float
+            rounding (padding is masked out).
         feature_cache: image features of this many recent frames stay cached.
         prefetch: frames decoded ahead on a background thread.
         memory_policy: what tracked frames are admitted to memory and what each frame attends to:
@@ -44,6 +54,8 @@ class InferenceConfig:
     feature_cache: int = 4
     prefetch: int = 4
     memory_policy: MemoryPolicy | str = "sam2"
+    compute_dtype: torch.dtype = torch.float32
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution is not None and (self.resolution < 64 or self.resolution % 32):
@@ -62,6 +74,10 @@ class InferenceConfig:
             raise ConfigError(f"memory_batch {self.memory_batch} is not supported; use None or 1 or more.")
         if self.feature_cache < 1:
             raise ConfigError("feature_cache must be at least 1.")
+        if self.compute_dtype not in (torch.float32, torch.bfloat16):
+            raise ConfigError(f"Compute dtype {self.compute_dtype} is not supported; use torch.float32 or torch.bfloat16.")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile={self.compile!r} is not supported; use True or False.")
         object.__setattr__(self, "memory_policy", _resolve_policy(self.memory_policy))
 
 

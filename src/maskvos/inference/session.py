@@ -34,6 +34,7 @@ from maskvos.inference.pathways import PathwayTree, run_pathway_pass
 from maskvos.inference.policies import PROMPT_SCORE, FrameSignals, MaskChoice, MemoryWindow
 from maskvos.inference.prompts import check_mask, mask_to_model_input, points_to_model_input
 from maskvos.io.frames import FrameSource, open_source
+from maskvos.model.execution import Execution, check_compile
 from maskvos.model.sam2 import (
     MASK_PROMPT_BIAS,
     MASK_PROMPT_SCALE,
@@ -69,14 +70,15 @@ class VideoSession(SessionBase):
         source: str | FrameSource | np.ndarray | Iterable[np.ndarray],
         config: InferenceConfig | None = None,
     ) -> None:
-        self.model = model.eval()
         self.config = config or InferenceConfig()
         self.device = next(model.parameters()).device
+        #: the model as the configuration runs it (dtype, compiled steps); the model itself by default.
+        self.model = model.eval().for_execution(_execution(model, self.config, self.device))
         self.resolution = self.config.resolution or model.image_size
         model.check_resolution(self.resolution)
         self.frames = FrameCache(
             open_source(source),
-            sam2_encoder(model, self.resolution, self.device),
+            sam2_encoder(self.model, self.resolution, self.device),
             cache_size=self.config.feature_cache,
             prefetch_depth=self.config.prefetch,
         )
@@ -450,6 +452,16 @@ class VideoSession(SessionBase):
     def _prompt_entry(self, obj_id: int, frame_idx: int) -> MemoryEntry | None:
         mem = self.bank.objects[obj_id]
         return mem.pending.get(frame_idx) or mem.prompted.get(frame_idx)
+
+
+def _execution(model: SAM2Model, config: InferenceConfig, device: torch.device) -> Execution:
+    """How `config` runs `model`: its compute dtype; with `compile`, compiled by the backend of a
+    model already compiled (a test's "aot_eager"), else by inductor (refused where it cannot work)."""
+    backend = None
+    if config.compile:
+        backend = model.execution.compile_backend or "inductor"
+        check_compile(device, backend)
+    return Execution(config.compute_dtype, backend)
 
 
 def _entries(out: TrackOutput, choices: Sequence[MaskChoice] = ()) -> list[MemoryEntry]:

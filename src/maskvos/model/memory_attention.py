@@ -99,6 +99,7 @@ class RopeAttention(Attention):
         rotations: torch.Tensor,
         num_rope_frames: int,
         layout: KeyLayout | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attend from grid tokens to (partly rotated) keys.
 
@@ -109,6 +110,8 @@ class RopeAttention(Attention):
             num_rope_frames: how many leading frames of keys to rotate.
             layout: how a frame's keys are laid out (None: HW tokens on the query grid, all rotated
                 with `rotations`).
+            key_mask: (B, Nk) bool, True for the keys attended to (None: all); padding keys of a
+                fixed-size memory are False.
         Returns:
             (B, HW, C).
         """
@@ -127,18 +130,28 @@ class RopeAttention(Attention):
                 rotate_pairs_(spatial[:, :, layout.unrotated :], layout.rotations.unsqueeze(1))
         v = self._split(self.v_proj(values))
         if self.pooling and num_rope_frames >= 2 and layout is None:
-            out = self._pooled_attention(q, k, v, num_rope_frames, rotations.shape[0])
+            out = self._pooled_attention(q, k, v, num_rope_frames, rotations.shape[0], key_mask)
         else:
-            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            mask = None if key_mask is None else key_mask[:, None, None, :]
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(batch, num_q, -1))
 
-    def _pooled_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frames: int, per_frame: int) -> torch.Tensor:
+    def _pooled_attention(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        frames: int,
+        per_frame: int,
+        key_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """EfficientTAM's memory cross-attention: each frame's (rotated) keys and values averaged over
         2x2 cells of its square grid, object-pointer tokens kept as they are; a pooled token stands
         for 4, so ln 4 is added to its logits (pooling 1) or, as the second variant does, to every
         channel of its key (pooling 2).
 
-        Arguments: q (B, HW, heads, D); k, v (B, T*HW + P, heads, D); frames T; per_frame HW.
+        Arguments: q (B, HW, heads, D); k, v (B, T*HW + P, heads, D); frames T; per_frame HW;
+            key_mask (B, T*HW + P) bool or None, whole frames masked (a pooled token takes its frame's).
         Returns: (B, heads, HW, D).
         """
         side = round(per_frame**0.5)
@@ -161,6 +174,11 @@ class RopeAttention(Attention):
         if self.pooling == 1:
             mask = q.new_zeros(1, 1, 1, keys.shape[2])
             mask[..., : spatial // 4] = bias
+        if key_mask is not None:
+            pooled = key_mask[:, :spatial].reshape(b, frames, per_frame)[:, :, : per_frame // 4].reshape(b, -1)
+            valid = torch.cat([pooled, key_mask[:, spatial:]], dim=1)[:, None, None, :]
+            blocked = torch.zeros_like(valid, dtype=q.dtype).masked_fill(~valid, float("-inf"))
+            mask = blocked if mask is None else mask + blocked
         return F.scaled_dot_product_attention(q.transpose(1, 2), keys, vals, attn_mask=mask)
 
 
@@ -197,8 +215,10 @@ class MemoryAttentionLayer(nn.Module):
         rotations: torch.Tensor,
         num_mem_frames: int,
         layout: KeyLayout | None = None,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One layer (`layout`: the memory frames' key layout, None for the query grid's).
+        """One layer (`layout`: the memory frames' key layout, None for the query grid's; `key_mask`:
+        (B, M) bool, the memory tokens attended to, None for all).
 
         Arguments:
             x: (B, HW, C) the frame's tokens.
@@ -212,7 +232,9 @@ class MemoryAttentionLayer(nn.Module):
         h = self.norm1(x)
         x = x + self.self_attn(h, h, h, rotations, num_rope_frames=1)
         h = self.norm2(x)
-        x = x + self.cross_attn_image(h, memory_keys, memory, rotations, num_rope_frames=num_mem_frames, layout=layout)
+        x = x + self.cross_attn_image(
+            h, memory_keys, memory, rotations, num_rope_frames=num_mem_frames, layout=layout, key_mask=key_mask
+        )
         h = self.norm3(x)
         return x + self.linear2(F.relu_(self.linear1(h)))
 
@@ -247,6 +269,7 @@ class MemoryAttention(nn.Module):
         feat_size: tuple[int, int],
         key_scales: torch.Tensor | None = None,
         memory_tokens: tuple[int, int, tuple[int, int]] | None = None,
+        memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Memory-conditioned features of the current frame.
 
@@ -263,6 +286,8 @@ class MemoryAttention(nn.Module):
             memory_tokens: (tokens per frame, unrotated tokens, (h, w) grid of the rotated ones) when
                 a memory frame is not h*w tokens of the query grid (EdgeTAM's perceiver: (512, 256,
                 (16, 16))); None: frames of the query grid.
+            memory_mask: (B, M) bool, True for the memory tokens attended to; None: all. A memory
+                padded to a fixed size (so that a compiled step keeps its shapes) masks its padding.
         Returns:
             (B, HW, C) memory-conditioned features.
         """
@@ -293,5 +318,5 @@ class MemoryAttention(nn.Module):
         if key_scales is not None:
             memory_keys = memory_keys * key_scales.unsqueeze(-1)
         for layer in self.layers:
-            x = layer(x, memory, memory_keys, rotations, num_mem_frames, layout)
+            x = layer(x, memory, memory_keys, rotations, num_mem_frames, layout, memory_mask)
         return self.norm(x)

@@ -26,6 +26,7 @@ from torch import nn
 from maskvos.errors import ConfigError
 from maskvos.model.common import MLP
 from maskvos.model.config import ModelConfig
+from maskvos.model.execution import DEFAULT_EXECUTION, Execution, execution_variant, pad_memory
 from maskvos.model.image_encoder import ImageEncoder
 from maskvos.model.mask_decoder import MaskDecoder
 from maskvos.model.memory_attention import MemoryAttention
@@ -154,7 +155,13 @@ MaskChooser = Callable[[torch.Tensor, torch.Tensor, tuple[int, int]], torch.Tens
 
 
 class SAM2Model(nn.Module):
-    """SAM2 / SAM2.1 with checkpoint-compatible parameter names."""
+    """SAM2 / SAM2.1 with checkpoint-compatible parameter names.
+
+    `execution` says how the step functions run (float32 eager here; `for_execution` gives a variant
+    sharing the weights that runs in bfloat16 and/or with compiled steps).
+    """
+
+    execution: Execution = DEFAULT_EXECUTION
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -183,6 +190,13 @@ class SAM2Model(nn.Module):
         if config.perceiver is not None:
             self.spatial_perceiver = SpatialPerceiver(config.perceiver)
 
+    def for_execution(self, execution: Execution) -> SAM2Model:
+        """This model running as `execution` says (see `maskvos.model.execution`), weights shared."""
+        return execution_variant(self, execution)  # type: ignore[return-value]
+
+    def _autocast(self):
+        return self.execution.autocast(self.no_mem_embed.device.type)
+
     # ------------------------------------------------------------------ images
     @property
     def image_size(self) -> int:
@@ -207,11 +221,12 @@ class SAM2Model(nn.Module):
         Arguments:
             images: (B, 3, H, W) normalised frames (see `PIXEL_MEAN`, `PIXEL_STD`); H, W multiples of 16.
         Returns:
-            The frame's features (batch B).
+            The frame's features (batch B; bfloat16 under a bfloat16 execution).
         """
-        fpn_feats, pos_encs = self.image_encoder(images)
-        decoder = self.sam_mask_decoder
-        high_res = [decoder.conv_s0(fpn_feats[0]), decoder.conv_s1(fpn_feats[1])] if decoder.use_high_res_features else []
+        with self._autocast():
+            fpn_feats, pos_encs = self.image_encoder(images)
+            decoder = self.sam_mask_decoder
+            high_res = [decoder.conv_s0(fpn_feats[0]), decoder.conv_s1(fpn_feats[1])] if decoder.use_high_res_features else []
         return FrameFeatures(
             feats=fpn_feats[-1],
             pos_enc=pos_encs[-1],
@@ -252,19 +267,23 @@ class SAM2Model(nn.Module):
             presence_threshold: the object-score logit above which an object's mask and pointer
                 count it as present (SAM2: 0; SAMURAI's configurations: -1).
         Returns:
-            The chosen masks, pointers and scores.
+            The chosen masks, pointers and scores (float32 whatever the execution's dtype).
         """
-        if mask_input is not None:
-            if points is not None:
-                raise ValueError("mask_input and points cannot be combined; give the mask as prev_mask_logits")
-            return self._mask_as_output(features, mask_input, presence_threshold)
-        pix_feats = self.condition_on_memory(features, memory, memory_batch)
-        if multimask_output is None:
-            num_points = 0 if points is None else points[1].shape[1]
-            multimask_output = num_points <= 1
-        return self._decode(
-            features, pix_feats, points, prev_mask_logits, multimask_output, choose=choose, presence_threshold=presence_threshold
-        )
+        if mask_input is not None and points is not None:
+            raise ValueError("mask_input and points cannot be combined; give the mask as prev_mask_logits")
+        with self._autocast():
+            if mask_input is not None:
+                out = self._mask_as_output(features, mask_input, presence_threshold)
+            else:
+                pix_feats = self.condition_on_memory(features, memory, memory_batch)
+                if multimask_output is None:
+                    num_points = 0 if points is None else points[1].shape[1]
+                    multimask_output = num_points <= 1
+                out = self._decode(
+                    features, pix_feats, points, prev_mask_logits, multimask_output, choose=choose,
+                    presence_threshold=presence_threshold,
+                )
+        return out if self.execution.compute_dtype == torch.float32 else _float32_outputs(out)
 
     def condition_on_memory(
         self, features: FrameFeatures, memory: MemoryContext | None, memory_batch: int | None = None
@@ -299,18 +318,28 @@ class SAM2Model(nn.Module):
             mem_tokens.append(ptr_tokens)
             mem_pos.append(ptr_pos)
             num_ptr_tokens = ptr_tokens.shape[1]
-        key_scales = _key_scales(memory, b, num_ptr_tokens // max(len(memory.pointers), 1), feats)
+        tokens_per_ptr = num_ptr_tokens // max(len(memory.pointers), 1)
+        key_scales = _key_scales(memory, b, tokens_per_ptr, feats)
         curr = feats.flatten(2).transpose(1, 2)
         curr_pos = features.pos_enc.to(feats.dtype).flatten(2).transpose(1, 2)
+        layout = self._memory_token_layout()
+        memory_feats, memory_pos, memory_mask = torch.cat(mem_tokens, dim=1), torch.cat(mem_pos, dim=1), None
+        if self.execution.static_memory:  # a fixed layout, so that the compiled attention keeps its shapes
+            per_frame = mem_tokens[0].shape[1]
+            memory_feats, memory_pos, key_scales, memory_mask, num_ptr_tokens = pad_memory(
+                memory_feats, memory_pos, key_scales, len(memory.frames), per_frame, len(memory.pointers),
+                self.config.d_model // self.config.mem_dim, frames_base=num_slots,
+            )
         fused = self.memory_attention(
             curr,
             curr_pos,
-            torch.cat(mem_tokens, dim=1),
-            torch.cat(mem_pos, dim=1),
+            memory_feats,
+            memory_pos,
             num_obj_ptr_tokens=num_ptr_tokens,
             feat_size=(h, w),
             key_scales=key_scales,
-            memory_tokens=self._memory_token_layout(),
+            memory_tokens=layout,
+            memory_mask=memory_mask,
         )
         return fused.transpose(1, 2).reshape(b, c, h, w)
 
@@ -480,7 +509,14 @@ class SAM2Model(nn.Module):
         Returns:
             memory features (B, D, h, w) and their position encoding (B, D, h, w); with a spatial
             perceiver (EdgeTAM) its N tokens instead, laid out as a 1 x N grid: (B, D, 1, N).
+            Under a bfloat16 execution the features are bfloat16.
         """
+        with self._autocast():
+            return self._encode_memory(features, high_res_logits, object_score_logits, binarize)
+
+    def _encode_memory(
+        self, features: FrameFeatures, high_res_logits: torch.Tensor, object_score_logits: torch.Tensor, binarize: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if binarize:
             mask_probs = (high_res_logits > 0).float()
         else:
@@ -494,6 +530,24 @@ class SAM2Model(nn.Module):
             tokens, token_pos = self.spatial_perceiver(mem_feats, mem_pos)
             return tokens.transpose(1, 2).unsqueeze(2), token_pos.transpose(1, 2).unsqueeze(2)
         return mem_feats, mem_pos
+
+
+def _float32_outputs(out: TrackOutput) -> TrackOutput:
+    """A reduced-precision step's outputs with their floating-point tensors in float32."""
+
+    def f32(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.float()
+
+    return TrackOutput(
+        low_res_logits=out.low_res_logits.float(),
+        high_res_logits=out.high_res_logits.float(),
+        obj_ptr=out.obj_ptr.float(),
+        object_score_logits=out.object_score_logits.float(),
+        iou_scores=out.iou_scores.float(),
+        multimask_logits=out.multimask_logits.float(),
+        choice=out.choice,
+        candidate_ptrs=f32(out.candidate_ptrs),
+    )
 
 
 def _rows(features: FrameFeatures, rows: slice) -> FrameFeatures:
