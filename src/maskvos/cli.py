@@ -117,6 +117,23 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
                         "small-hole filling ('on', or settings such as k=3,window=3,holes=0.0001); default off")
 
 
+def _add_execution_args(parser: argparse.ArgumentParser) -> None:
+    """Compute dtype and compiled steps, shared by segment, eval-run, batch and serve."""
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="compute dtype of the SAM2 network: float32 (default; equal to the reference) or "
+                        "bfloat16 (autocast, as the reference runs on a GPU: faster there, masks within a few "
+                        "pixels of float32's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the per-frame steps with torch.compile (shapes kept static, so only the "
+                        "first frames are slow); SAM2 models only")
+
+
+def _execution_settings(args: argparse.Namespace) -> dict:
+    from maskvos.model.execution import dtype_by_name
+
+    return {"compute_dtype": dtype_by_name(args.dtype), "compile": bool(args.compile)}
+
+
 def _tracking_config(args: argparse.Namespace, **settings) -> tuple:
     """The InferenceConfig the options ask for, and a maker of the post-processors they ask for
     (fresh steps for each video; a bad --temporal-smoothing is refused here, before any work)."""
@@ -134,7 +151,7 @@ def _tracking_config(args: argparse.Namespace, **settings) -> tuple:
         settings["memory_policy"] = SAM2LongPolicy(lag=args.pathway_lag)
     spec = args.temporal_smoothing
     parse_temporal_spec(spec)
-    return InferenceConfig(**settings), lambda: parse_temporal_spec(spec)
+    return InferenceConfig(**settings, **_execution_settings(args)), lambda: parse_temporal_spec(spec)
 
 
 def _note(message: str) -> None:
@@ -205,10 +222,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_eval_run(args: argparse.Namespace) -> int:
     """Segment every sequence of a dataset from its annotations, then evaluate."""
     from maskvos.app import load_run_model
+    from maskvos.app.models import check_execution
     from maskvos.eval.run import run_dataset
 
     loaded = load_run_model(args.checkpoint or args.model, args.device, needs=frozenset({"mask"}), allow_fallback=False)
     config, postprocessors = _tracking_config(args, resolution=args.resolution)
+    check_execution(loaded.backend, loaded.device, config, notify=_note)
 
     def progress(seq: str, frames: int, seconds: float) -> None:
         rate = frames / seconds if seconds > 0 and frames else 0.0
@@ -248,6 +267,7 @@ def _add_eval_parsers(sub) -> None:
     er.add_argument("--sequences", nargs="+", help="only these sequences")
     er.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024)")
     er.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    _add_execution_args(er)
     _add_tracking_args(er)
     er.add_argument("--stability", action="store_true", help="report flicker and, on a stress set, the stress measures")
     er.set_defaults(func=cmd_eval_run)
@@ -308,6 +328,7 @@ def _add_segment_parser(sub) -> None:
                      "youtube-vos, cvat-xml (CVAT for video 1.1), label-studio (brush predictions); default png")
     seg.add_argument("--resolution", type=int, help="model input size: 1024 (native, default), 768 or 512 (faster)")
     seg.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    _add_execution_args(seg)
     seg.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
                      help="forward from the first prompt (default), backward from the last, or both from the first")
     seg.add_argument("--overlap", choices=["score", "order"], default="score",
@@ -322,6 +343,7 @@ def _add_segment_parser(sub) -> None:
 def cmd_batch(args: argparse.Namespace) -> int:
     """Segment every video of a manifest, each into its own folder, resumably."""
     from maskvos.app import SaveSchedule, load_run_model
+    from maskvos.app.models import check_execution
     from maskvos.batch import BatchSettings, ModelSpec, read_manifest, run_batch
 
     items = read_manifest(args.manifest)
@@ -329,6 +351,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     spec = ModelSpec(args.checkpoint or args.model, args.device, allow_fallback=args.checkpoint is None)
     loaded = load_run_model(spec.source, args.device, needs=frozenset(), allow_fallback=spec.allow_fallback,
                             notify=_note)
+    if not loaded.fell_back:
+        check_execution(loaded.backend, loaded.device, config, notify=_note)
     settings = BatchSettings(formats=tuple(args.format), config=config, temporal=args.temporal_smoothing,
                              direction=args.direction, fps=args.fps, save=SaveSchedule(every_frames=args.save_every))
 
@@ -364,6 +388,7 @@ def _add_batch_parser(sub) -> None:
     ba.add_argument("--format", type=_formats, default=["png"], help="outputs of each video, as for maskvos segment")
     ba.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024)")
     ba.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    _add_execution_args(ba)
     ba.add_argument("--direction", choices=["forward", "backward", "both"], default="forward",
                     help="as for maskvos segment (default forward)")
     ba.add_argument("--overlap", choices=["score", "order"], default="score", help="as for maskvos segment")
@@ -418,7 +443,6 @@ def _add_export_parser(sub) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the session API and the web page."""
-    from maskvos.inference.config import InferenceConfig
     from maskvos.serve import ServeSettings, build_pool, serve
     from maskvos.serve.server import check_root, configure_logging
 
@@ -431,7 +455,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging()
     if args.model or args.checkpoint:
         print(f"maskvos serve: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
-    pool = build_pool(args.model, args.checkpoint, args.device, InferenceConfig(resolution=args.resolution), _note)
+    config = _serve_config(args)
+    pool = build_pool(args.model, args.checkpoint, args.device, config, _note)
     settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
                              max_upload_mb=args.max_upload_mb, integrations=tuple(names))
     if names:
@@ -446,7 +471,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_serve_integration(args: argparse.Namespace) -> int:
     """Serve one tool adapter alone, at the root of its address."""
-    from maskvos.inference.config import InferenceConfig
     from maskvos.integrations import check_servable, serve_integration
     from maskvos.serve import ServeSettings, build_pool
     from maskvos.serve.server import check_root, configure_logging
@@ -457,11 +481,28 @@ def cmd_serve_integration(args: argparse.Namespace) -> int:
     configure_logging()
     if args.model or args.checkpoint:
         print(f"maskvos serve-integration: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
-    pool = build_pool(args.model, args.checkpoint, args.device, InferenceConfig(resolution=args.resolution), _note)
+    pool = build_pool(args.model, args.checkpoint, args.device, _serve_config(args), _note)
     settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
                              max_upload_mb=args.max_upload_mb)
     serve_integration(name, args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True))
     return 0
+
+
+def _serve_config(args: argparse.Namespace):
+    """The sessions' InferenceConfig of serve: --resolution, --dtype, --compile (refused before the model
+    loads where they cannot apply: featmatch, or torch.compile unable to work on the device)."""
+    import torch
+
+    from maskvos.app.models import check_execution
+    from maskvos.backends import BACKENDS, backend_for
+    from maskvos.inference.config import InferenceConfig
+
+    config = InferenceConfig(resolution=args.resolution, **_execution_settings(args))
+    source = args.checkpoint or args.model
+    backend = backend_for(source) if source else BACKENDS["sam2"]
+    device = args.device or ("cuda" if torch.cuda.is_available() and "cuda" in backend.devices else "cpu")
+    check_execution(backend, torch.device(device), config, notify=_note)
+    return config
 
 
 def _add_server_args(sv: argparse.ArgumentParser) -> None:
@@ -475,6 +516,7 @@ def _add_server_args(sv: argparse.ArgumentParser) -> None:
     sv.add_argument("--root", default=".", help="folder whose videos and frame folders may be opened (default: here)")
     sv.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024; 512 is faster)")
     sv.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    _add_execution_args(sv)
     sv.add_argument("--max-sessions", type=int, default=8, help="sessions open at once (default 8)")
     sv.add_argument("--idle-timeout", type=float, default=1800.0, metavar="SECONDS",
                     help="close a session after this long without a request (default 1800)")

@@ -13,8 +13,11 @@ from maskvos.backends import BACKENDS, BackendSpec, SessionModel, backend_for
 from maskvos.backends.registry import CLI_OPTIONS
 from maskvos.errors import CheckpointDownloadError, ConfigError
 from maskvos.inference.config import InferenceConfig
+from maskvos.model.execution import bfloat16_note, check_compile
 
 DEVICES = ("cpu", "cuda")
+#: Command-line spellings of the execution settings (the registry names the others).
+EXECUTION_OPTIONS = {"compute_dtype": "--dtype", "compile": "--compile"}
 #: The backend used when a named checkpoint cannot be downloaded.
 FALLBACK_BACKEND = "featmatch"
 
@@ -102,11 +105,32 @@ def settings_for(loaded: LoadedModel, config: InferenceConfig, notify: Callable[
     meant for the model asked for: they go back to their defaults, and `notify` says which. Otherwise
     `config` as it is (the backend refuses what it does not honour when the session opens)."""
     if not loaded.fell_back:
+        check_execution(loaded.backend, loaded.device, config, notify)
         return config
     default = InferenceConfig()
     dropped = {name: getattr(default, name) for name in loaded.backend.unsupported(config)}
     if dropped and notify:
-        names = ", ".join(CLI_OPTIONS.get(k, k) for k in dropped)
+        names = ", ".join({**CLI_OPTIONS, **EXECUTION_OPTIONS}.get(k, k) for k in dropped)
         verb, pronoun = ("applies", "it") if len(dropped) == 1 else ("apply", "them")
         notify(f"{names} {verb} to SAM2 models only; {loaded.backend.name} runs without {pronoun}.")
     return dataclasses.replace(config, **dropped)
+
+
+def check_execution(
+    backend: BackendSpec, device: torch.device, config: InferenceConfig, notify: Callable[[str], None] | None = None
+) -> None:
+    """Refuse, in one sentence, `--dtype bfloat16` or `--compile` where they cannot apply (a backend
+    without them; `torch.compile` unable to work on `device`); say through `notify` when bfloat16
+    will be slow on `device`."""
+    asked = [EXECUTION_OPTIONS[k] for k in backend.unsupported(config) if k in EXECUTION_OPTIONS]
+    if asked:
+        raise ConfigError(
+            f"The {backend.name} backend runs in float32 without compiling, so {' and '.join(asked)} "
+            f"{'does' if len(asked) == 1 else 'do'} not apply; drop {'it' if len(asked) == 1 else 'them'} or use a SAM2 model."
+        )
+    if config.compile:
+        check_compile(device)
+    if config.compute_dtype == torch.bfloat16 and notify:
+        note = bfloat16_note(device)
+        if note:
+            notify(note)
