@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from maskvos.backends.featmatch_adapt import PromptAdapter
 from maskvos.backends.featmatch_kernels import matmul_topk as _matmul_topk
 from maskvos.backends.featmatch_window import EXCLUDED as _EXCLUDED
 from maskvos.backends.featmatch_window import WindowMemory as _WindowMemory
@@ -80,6 +81,11 @@ class FeatMatchConfig:
         precision: "float32", "bfloat16" (matrix products about 3x faster on CPUs with native
             bfloat16; same J&F on davis2016-train) or "auto" (bfloat16 where the CPU has
             AVX512-BF16 or AMX, else float32).
+        adapt: test-time adaptation (`maskvos.backends.featmatch_adapt`): a small head fitted on
+            the prompted frames' keys and labels, fused with the matching on every tracked frame.
+        adapt_steps: Adam steps of each fit of the head.
+        adapt_weight: the head's weight in the fusion (a weighted geometric mean of the two label
+            distributions; 0 is matching alone).
     """
 
     scale: float | None = None
@@ -92,6 +98,9 @@ class FeatMatchConfig:
     prompt_background_stride: int = 2
     key_dims: int | None = 96
     precision: str = "auto"
+    adapt: bool = False
+    adapt_steps: int = 200
+    adapt_weight: float = 0.5
 
 
 class KeyNet(nn.Module):
@@ -283,6 +292,7 @@ class FeatMatchSession(SessionBase):
         self._basis: torch.Tensor | None = None  # (key_dims, C) projection of the keys
         self._new_prompt_frames: set[int] = set()
         self._last: tuple[int, int] | None = None  # (frame, step) processed last: does a pass continue it?
+        self.adapter = PromptAdapter(self.match.adapt_steps, self.match.adapt_weight) if self.match.adapt else None
 
     # ------------------------------------------------------------------ prompts
     def add_mask(self, frame_idx: int, obj_id: int, mask: np.ndarray | torch.Tensor) -> FrameResult:
@@ -347,6 +357,8 @@ class FeatMatchSession(SessionBase):
         signals = None
         if self._recent or any(t != frame_idx for t in self._prompt_memory):
             reading = self._read(keys, h, w, num_labels, frame_idx)
+            if self.adapter is not None:
+                reading = self._adapted(reading, keys, h, w, num_labels)
             probs = reading.probs
             signals = self._signals(reading)
             probs, signals = self._judge_presence(probs, signals)
@@ -376,6 +388,14 @@ class FeatMatchSession(SessionBase):
             ]
         self._previous = (frame_idx, probs)
         return self._result(frame_idx, full)
+
+    def _adapted(self, reading: _Reading, keys: torch.Tensor, h: int, w: int, num_labels: int) -> _Reading:
+        """The reading with its soft labels fused with the test-time head's (fitted on the prompted
+        frames first, if they changed since the last fit)."""
+        frames = sorted(self._prompt_memory)
+        mems = [self._prompt_memory[t] for t in frames]
+        self.adapter.refresh(frames, [m.keys for m in mems], [_pad_labels(m.probs, num_labels) for m in mems], h, w)
+        return dataclasses.replace(reading, probs=self.adapter.apply(reading.probs, keys, h, w))
 
     def _memory_window(self) -> MemoryWindow:
         """featmatch's recent frames as the policy sees them: `recent_frames` slots, no pointers."""
@@ -592,6 +612,7 @@ class FeatMatchSession(SessionBase):
             "new_prompt_frames": sorted(self._new_prompt_frames),
             "basis": self._basis,
             "last": None if self._last is None else list(self._last),
+            "adapter": {} if self.adapter is None else self.adapter.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -628,6 +649,8 @@ class FeatMatchSession(SessionBase):
         self._basis = basis
         last = state.get("last")
         self._last = None if last is None else (int(last[0]), int(last[1]))
+        if self.adapter is not None:
+            self.adapter.load_state_dict(state.get("adapter", {}))
 
 def _likeness(top: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
     """How much each cell looks like each object of a memory: its best affinity to a cell of that
