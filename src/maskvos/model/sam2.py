@@ -324,7 +324,9 @@ class SAM2Model(nn.Module):
         curr_pos = features.pos_enc.to(feats.dtype).flatten(2).transpose(1, 2)
         layout = self._memory_token_layout()
         memory_feats, memory_pos, memory_mask = torch.cat(mem_tokens, dim=1), torch.cat(mem_pos, dim=1), None
-        if self.execution.static_memory:  # a fixed layout, so that the compiled attention keeps its shapes
+        # A fixed layout, so that the compiled attention keeps its shapes; EfficientTAM's pooling applies
+        # from two memory frames on, so its first tracked frame (one memory frame) keeps its own shape.
+        if self.execution.static_memory and not (self.config.memory_pooling and len(memory.frames) < 2):
             per_frame = mem_tokens[0].shape[1]
             memory_feats, memory_pos, key_scales, memory_mask, num_ptr_tokens = pad_memory(
                 memory_feats, memory_pos, key_scales, len(memory.frames), per_frame, len(memory.pointers),
