@@ -14,6 +14,7 @@ from maskvos.eval.stability import (
     Flicker,
     distractor_share,
     flicker_counts,
+    measure_masks,
     read_stress_index,
     stability_report,
 )
@@ -101,6 +102,23 @@ def test_toggling_block_gives_the_expected_share_and_per_area(toggling):
     assert means["flicker_per_area"] == pytest.approx((4 / 25 + 0) / 2)
     line = report.table().splitlines()[2]
     assert line.startswith("| still | 2 |") and f"| {100 * 2 / PIXELS:.3f} | 0.080 | 0 |" in line
+
+
+def test_measure_masks_on_arrays_equals_the_report_from_files(toggling):
+    # The toggling sequence held in memory (frame 0 of the prediction written as the empty mask that
+    # the report reads for a missing file): the same rows, and the same known flicker 12 / (3 * 600).
+    from maskvos.eval.davis import load_sequence
+
+    gt_dir, pred_dir = toggling
+    seq = load_sequence(gt_dir / "Annotations" / "still", pred_dir / "still", skip_first_last=False)
+    rows = measure_masks(seq)
+    report = stability_report(*toggling)
+    assert [(r.scores.j_mean, r.scores.f_mean, r.flicker) for r in rows] == [
+        (r.scores.j_mean, r.scores.f_mean, r.flicker) for r in report.rows
+    ]
+    assert (rows[0].flicker.changed, rows[0].flicker.stable) == (12, 3 * PIXELS)
+    everything = measure_masks(seq, skip_first_last=False)[0].flicker
+    assert (everything.pairs, everything.changed) == (5, 29 + 4 * 4)
 
 
 def test_first_frame_counts_only_when_not_skipped(toggling):

@@ -635,13 +635,49 @@ def _measure(
         area = {o: np.count_nonzero(gt == o, axis=(1, 2)) for o in ids}
         return _Measured(name, stems, 0, [], 0, {}, area, {})
     seq = load_sequence(gt_seq, pred_seq, skip_first_last=False)
+    have = _png_stems(pred_seq)
+    measured = _measure_loaded(
+        name, seq, have, skip_first_last=skip_first_last, bound_th=bound_th, ignore_void=ignore_void,
+        extra_ids=extra_ids, score=score,
+    )  # fmt: skip
+    if distractor is not None:
+        measured.distractor_share = _distractor_on(seq, *distractor)
+    return measured
+
+
+def measure_masks(
+    seq: SequenceMasks,
+    *,
+    skip_first_last: bool = True,
+    bound_th: float = DEFAULT_BOUND_TH,
+    ignore_void: bool = True,
+) -> list[ObjectStability]:
+    """J, F and flicker of each object of label maps already in memory: `seq` as `load_sequence(...,
+    skip_first_last=False)` gives it (every frame, (T, H, W) ground truth and prediction), measured as
+    `stability_report` measures a sequence read from files (with no missing prediction files)."""
+    return _measure_loaded(
+        seq.name, seq, set(seq.stems), skip_first_last=skip_first_last, bound_th=bound_th, ignore_void=ignore_void,
+    ).rows
+
+
+def _measure_loaded(
+    name: str,
+    seq: SequenceMasks,
+    have: set[str],
+    *,
+    skip_first_last: bool,
+    bound_th: float,
+    ignore_void: bool,
+    extra_ids: Sequence[int] = (),
+    score: bool = True,
+) -> _Measured:
+    """`_measure` on a sequence read already (`have`: the stems with a prediction file)."""
     n = len(seq.stems)
     if skip_first_last and n < 3:
         raise EvalError(
             f"Sequence '{name}' has fewer than 3 ground-truth frames; pass skip_first_last=False to evaluate it."
         )
     lo, hi = (1, n - 1) if skip_first_last else (0, n)
-    have = _png_stems(pred_seq)
     missing = sum(s not in have for s in seq.stems[lo:hi])
     height, width = seq.gt.shape[1:]
     radius = boundary_radius(height, width, bound_th)
@@ -690,8 +726,6 @@ def _measure(
         {o: v for o, v in gt_area.items() if o in extra},
         {o: v for o, v in pred_area.items() if o in extra},
     )  # fmt: skip
-    if distractor is not None:
-        measured.distractor_share = _distractor_on(seq, *distractor)
     return measured
 
 
