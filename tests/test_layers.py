@@ -20,11 +20,13 @@ LAYERS: dict[str, int] = {
     "maskvos.eval": 2,  # metrics and the DAVIS layout: on masks and files only
     "maskvos.model": 3,
     "maskvos.checkpoints": 3,
+    "maskvos.adapters": 3,  # fine-tuned tensors stored apart from a checkpoint, folded into a model
     "maskvos.inference": 4,
     "maskvos.backends": 5,
     "maskvos.app": 6,
     "maskvos.eval.run": 7,  # the evaluation runner is a front end
     "maskvos.serve": 7,  # the HTTP API and page, a front end over the application layer
+    "maskvos.train": 7,  # finetune: cached features, clips, losses, validation through sessions
     "maskvos.batch": 7,  # many videos over a process pool or Ray, a front end over the application layer
     "maskvos.integrations": 8,  # CVAT, Label Studio, X-AnyLabeling adapters; mounted under `serve`
     "maskvos.__main__": 9,

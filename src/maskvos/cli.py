@@ -22,6 +22,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoint", help="path of a SAM2/SAM2.1 .pt checkpoint or a maskvos .safetensors file")
 
 
+def _add_adapter_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--adapter", metavar="FILE",
+                        help="a maskvos finetune adapter (.safetensors), folded into the weights of the model it was "
+                        "trained from (SAM2 models; another base is refused)")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Describe a checkpoint: the configuration it matches and its size."""
     from maskvos.checkpoints import load_model
@@ -183,7 +189,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         prompts.append(click_prompt(args.frame, args.obj_id, args.points or (), args.box))
     needs = frozenset().union(*(p.prompt_types for p in prompts))
     loaded = load_run_model(args.checkpoint or args.model, args.device, needs=needs,
-                            allow_fallback=args.checkpoint is None, notify=_note)
+                            allow_fallback=args.checkpoint is None, notify=_note, adapter=args.adapter)
     summary = segment_video(
         loaded.model,
         source,
@@ -225,7 +231,8 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     from maskvos.app.models import check_execution
     from maskvos.eval.run import run_dataset
 
-    loaded = load_run_model(args.checkpoint or args.model, args.device, needs=frozenset({"mask"}), allow_fallback=False)
+    loaded = load_run_model(args.checkpoint or args.model, args.device, needs=frozenset({"mask"}), allow_fallback=False,
+                            notify=_note, adapter=args.adapter)
     config, postprocessors = _tracking_config(args, resolution=args.resolution)
     check_execution(loaded.backend, loaded.device, config, notify=_note)
 
@@ -263,6 +270,7 @@ def _add_eval_parsers(sub) -> None:
     er = sub.add_parser("eval-run", help="segment a DAVIS-layout dataset from its annotations and evaluate")
     er.add_argument("dataset", help="dataset root with JPEGImages/<seq>/ and Annotations/<seq>/")
     _add_model_args(er)
+    _add_adapter_arg(er)
     er.add_argument("--out", required=True, help="predictions folder (<seq>/<frame>.png) and results.csv")
     er.add_argument("--sequences", nargs="+", help="only these sequences")
     er.add_argument("--resolution", type=int, help="SAM2 model input size (default 1024)")
@@ -321,6 +329,7 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="box around the object, in pixels")
     seg.add_argument("--obj-id", type=int, help="object id of --points/--box (default 1) or of a one-object mask")
     _add_model_args(seg)
+    _add_adapter_arg(seg)
     seg.add_argument("--out", required=True, help="output folder")
     seg.add_argument("--format", type=_formats, default=["png"],
                      help="comma-separated outputs: png (palette label maps), objects (per-object PNGs), "
@@ -348,9 +357,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     items = read_manifest(args.manifest)
     config, _ = _tracking_config(args, resolution=args.resolution, overlap=args.overlap)
-    spec = ModelSpec(args.checkpoint or args.model, args.device, allow_fallback=args.checkpoint is None)
+    spec = ModelSpec(args.checkpoint or args.model, args.device, allow_fallback=args.checkpoint is None and args.adapter is None,
+                     adapter=args.adapter)
     loaded = load_run_model(spec.source, args.device, needs=frozenset(), allow_fallback=spec.allow_fallback,
-                            notify=_note)
+                            notify=_note, adapter=spec.adapter)
     if not loaded.fell_back:
         check_execution(loaded.backend, loaded.device, config, notify=_note)
     settings = BatchSettings(formats=tuple(args.format), config=config, temporal=args.temporal_smoothing,
@@ -379,6 +389,7 @@ def _add_batch_parser(sub) -> None:
     ba.add_argument("manifest", help="CSV or JSON Lines manifest, or a DAVIS-layout dataset folder")
     ba.add_argument("--out", required=True, help="batch folder: OUT/<video>/ per video, batch.jsonl (finished videos)")
     _add_model_args(ba)
+    _add_adapter_arg(ba)
     ba.add_argument("--workers", type=int, default=1,
                     help="local processes, each holding the model (default 1: this process); with --ray, Ray actors "
                     "(default one per GPU of the cluster, else 1)")
@@ -398,6 +409,76 @@ def _add_batch_parser(sub) -> None:
                     help="save each video's state this often, for resuming (default 50 frames, or 30 s)")
     ba.add_argument("--quiet", action="store_true", help="no progress lines, only the summary table")
     ba.set_defaults(func=cmd_batch)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune the light parts of a SAM2 model on annotated videos; write an adapter."""
+    from maskvos.adapters import parse_parts
+    from maskvos.train import FinetuneSettings, finetune
+
+    settings = FinetuneSettings(
+        data=Path(args.data), base=args.checkpoint or args.model, out=Path(args.out), parts=parse_parts(args.train),
+        lora_rank=args.lora, lora_alpha=args.lora_alpha, frames_per_clip=args.frames_per_clip, steps=args.steps,
+        lr=args.lr, max_objects=args.max_objects, resolution=args.resolution, val=args.val, val_every=args.val_every,
+        patience=args.patience, seed=args.seed, save_seconds=args.save_minutes * 60, device=args.device,
+        work_dir=Path(args.work) if args.work else None, cache_dir=Path(args.cache) if args.cache else None,
+    )
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    result = finetune(settings, resume=args.resume, notify=say)
+    before = "n/a" if result.val_before is None else f"{result.val_before:.3f}"
+    best = "n/a" if result.val_best is None else f"{result.val_best:.3f} (step {result.best_step})"
+    print(f"adapter:               {result.adapter} ({result.adapter_bytes / 2**20:.1f} MiB)")
+    print(f"steps:                 {result.steps_done}{' (stopped early)' if result.stopped_early else ''}")
+    print(f"validation J&F:        {before} before, {best} best")
+    print(f"seconds per step:      {result.seconds_per_step:.3f}")
+    print(f"loss curve:            {settings.work / 'history.csv'}")
+    print(f"use it:                maskvos segment VIDEO --prompt MASK.png --{'checkpoint' if args.checkpoint else 'model'} "
+          f"{settings.base} --adapter {result.adapter} --out DIR")
+    return 0
+
+
+def _add_finetune_parser(sub) -> None:
+    from maskvos.adapters import DEFAULT_PARTS, PARTS
+
+    ft = sub.add_parser(
+        "finetune",
+        help="adapt a SAM2 model to a domain from a few annotated videos; writes an adapter",
+        description="Train the prompt encoder and mask decoder (optionally memory attention and the memory "
+        "encoder) of a SAM2-family model on DAVIS-layout videos, with the image encoder frozen and its features "
+        "cached once; clips of a few frames, the first prompted by its mask, a box or a click, the rest tracked "
+        "through memory, with SAM2's losses. Writes a small safetensors adapter for --adapter (segment, eval-run, "
+        "batch, serve). Interrupt any time and continue with --resume.",
+    )
+    ft.add_argument("data", help="DAVIS-layout dataset: JPEGImages/<seq>/ and Annotations/<seq>/ (every frame annotated)")
+    _add_model_args(ft)
+    ft.add_argument("--out", required=True, help="adapter file to write (.safetensors); the run's state goes beside it in OUT.finetune/")
+    ft.add_argument("--train", default=",".join(DEFAULT_PARTS),
+                    help=f"comma-separated parts to train, from {', '.join(PARTS)} (default {','.join(DEFAULT_PARTS)})")
+    ft.add_argument("--lora", type=int, default=0, metavar="RANK",
+                    help="train rank-RANK LoRA factors of the parts' linear layers instead of all their weights (default 0: full)")
+    ft.add_argument("--lora-alpha", type=float, default=None, help="LoRA scale numerator (default: the rank)")
+    ft.add_argument("--frames-per-clip", type=int, default=8, help="frames per training clip (default 8, as SAM2)")
+    ft.add_argument("--steps", type=int, default=1000, help="optimiser steps (default 1000)")
+    ft.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-4; 1e-3 with --lora)")
+    ft.add_argument("--max-objects", type=int, default=3, help="objects per clip (default 3)")
+    ft.add_argument("--resolution", type=int, help="model input size (default: the checkpoint's, 1024; 512 or 256 train faster)")
+    ft.add_argument("--val", default=None, metavar="NAMES|FRACTION",
+                    help="held-out sequences (comma-separated names) or a fraction of them (default 0.2; a single "
+                    "sequence holds out its last frames; 0 validates nothing)")
+    ft.add_argument("--val-every", type=int, default=None, metavar="STEPS", help="steps between validations (default: a tenth of the run)")
+    ft.add_argument("--patience", type=int, default=5, help="stop after this many validations without a better J&F (default 5; 0 never)")
+    ft.add_argument("--seed", type=int, default=0, help="of clip sampling and the validation split (default 0)")
+    ft.add_argument("--save-minutes", type=float, default=5.0, help="save the run's state this often (default 5)")
+    ft.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    ft.add_argument("--work", help="folder of the run's state, history and validation (default OUT.finetune/ beside the adapter)")
+    ft.add_argument("--cache", help="folder of cached image features (default WORK/features)")
+    ft.add_argument("--resume", action="store_true", help="continue an interrupted run (same options required)")
+    ft.add_argument("--quiet", action="store_true", help="no progress lines")
+    ft.set_defaults(func=cmd_finetune)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -456,7 +537,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.model or args.checkpoint:
         print(f"maskvos serve: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
     config = _serve_config(args)
-    pool = build_pool(args.model, args.checkpoint, args.device, config, _note)
+    pool = build_pool(args.model, args.checkpoint, args.device, config, _note, adapter=args.adapter)
     settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
                              max_upload_mb=args.max_upload_mb, integrations=tuple(names))
     if names:
@@ -481,7 +562,7 @@ def cmd_serve_integration(args: argparse.Namespace) -> int:
     configure_logging()
     if args.model or args.checkpoint:
         print(f"maskvos serve-integration: loading {args.checkpoint or args.model} ...", file=sys.stderr, flush=True)
-    pool = build_pool(args.model, args.checkpoint, args.device, _serve_config(args), _note)
+    pool = build_pool(args.model, args.checkpoint, args.device, _serve_config(args), _note, adapter=args.adapter)
     settings = ServeSettings(root=root, max_sessions=args.max_sessions, idle_s=args.idle_timeout,
                              max_upload_mb=args.max_upload_mb)
     serve_integration(name, args.host, args.port, pool, settings, announce=lambda line: print(line, flush=True))
@@ -511,6 +592,7 @@ def _add_server_args(sv: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="published model name, e.g. sam2.1-tiny (downloaded once; featmatch if it "
                        "cannot be), or featmatch; default: sam2.1-tiny if cached, else featmatch")
     group.add_argument("--checkpoint", help="path of a SAM2/SAM2.1 .pt checkpoint or a maskvos .safetensors file")
+    _add_adapter_arg(sv)
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     sv.add_argument("--root", default=".", help="folder whose videos and frame folders may be opened (default: here)")
@@ -550,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_parser(sub)
     _add_batch_parser(sub)
     _add_export_parser(sub)
+    _add_finetune_parser(sub)
     _add_eval_parsers(sub)
     _add_serve_parser(sub)
     return parser
@@ -566,7 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         command = getattr(args, "command", "")
         hint = {"segment": "; run the same command with --resume to continue",
-                "batch": "; run the same command again to continue (finished videos are skipped)"}.get(command, "")
+                "batch": "; run the same command again to continue (finished videos are skipped)",
+                "finetune": "; run the same command with --resume to continue"}.get(command, "")
         print(f"maskvos: interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -65,6 +65,7 @@ def load_run_model(
     needs: frozenset[str] = frozenset(),
     allow_fallback: bool = True,
     notify: Callable[[str], None] | None = None,
+    adapter: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """Load a model by name or path on the chosen device.
 
@@ -72,16 +73,33 @@ def load_run_model(
         needs: prompt types the run uses ("mask", "points", "box"); a backend lacking one is refused.
         allow_fallback: when a named checkpoint cannot be downloaded (offline, not cached) and the
             run needs only mask prompts, run `featmatch` instead and say so through `notify`.
+        adapter: a `maskvos finetune` adapter folded into the model's weights (SAM2 models only; no
+            fall-back then: the adapter belongs to the model asked for). The loaded model's `name`
+            then names the adapter too, so a run resumed without it (or with another) is refused.
     """
     name = os.fspath(name_or_path)
     backend = backend_for(name)
     _check_prompts(backend, needs)
     dev = resolve_device(device, backend)
+    if adapter is not None and backend.name != "sam2":
+        raise ConfigError(
+            f"--adapter applies to SAM2-family models (it holds fine-tuned SAM2 tensors), not to the {backend.name} "
+            "backend; pass the --model/--checkpoint the adapter was trained from."
+        )
     try:
-        return LoadedModel(backend.load(name, dev), name, backend, dev)
+        model = backend.load(name, dev)
+        if adapter is None:
+            return LoadedModel(model, name, backend, dev)
+        from maskvos.adapters import apply_adapter
+
+        info = apply_adapter(model, adapter)
+        trained_at = info.extra.get("resolution")
+        if notify and trained_at:
+            notify(f"adapter {os.fspath(adapter)}: {info.kind} fine-tuning of {','.join(info.parts)} at {trained_at} px")
+        return LoadedModel(model, f"{name}+adapter:{os.path.abspath(adapter)}", backend, dev)
     except CheckpointDownloadError as exc:
         fallback = BACKENDS[FALLBACK_BACKEND]
-        if not allow_fallback or not needs <= fallback.prompt_types or os.path.exists(name):
+        if adapter is not None or not allow_fallback or not needs <= fallback.prompt_types or os.path.exists(name):
             raise
         if notify:
             notify(str(exc))

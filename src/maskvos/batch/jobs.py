@@ -38,6 +38,8 @@ class ModelSpec:
     device: str | None = None
     #: With a published name that cannot be downloaded, run featmatch instead (mask prompts only).
     allow_fallback: bool = False
+    #: A `maskvos finetune` adapter folded into the model (SAM2 models only).
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class VideoOutcome:
 
 def load_worker_model(spec: ModelSpec) -> LoadedModel:
     """The worker's model (loaded once, kept for every video it runs)."""
-    return load_run_model(spec.source, spec.device, needs=frozenset(), allow_fallback=spec.allow_fallback)
+    return load_run_model(spec.source, spec.device, needs=frozenset(), allow_fallback=spec.allow_fallback, adapter=spec.adapter)
 
 
 def run_item(loaded: LoadedModel, item: BatchItem, batch_out: Path, settings: BatchSettings, worker: str = "") -> VideoOutcome:

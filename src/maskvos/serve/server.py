@@ -33,6 +33,7 @@ def build_pool(
     device: str | None,
     config: InferenceConfig,
     notify: Callable[[str], None],
+    adapter: str | None = None,
 ) -> ModelPool:
     """The server's models. With neither `model` nor `checkpoint`: `DEFAULT_MODEL` if cached, else
     `featmatch` (with a notice); a named model that cannot be downloaded falls back to `featmatch`
@@ -40,7 +41,11 @@ def build_pool(
     from maskvos.checkpoints import cached_checkpoint
 
     notice = None
-    if checkpoint is not None:
+    if adapter is not None:
+        if checkpoint is None and model is None:
+            raise ConfigError("--adapter needs the model it was trained from; add --model NAME or --checkpoint PATH.")
+        loaded = load_run_model(checkpoint or model, device, allow_fallback=False, notify=notify, adapter=adapter)
+    elif checkpoint is not None:
         loaded = load_run_model(checkpoint, device, allow_fallback=False)
     elif model is None and cached_checkpoint(DEFAULT_MODEL) is None:
         notice = (f"No SAM2 checkpoint is available offline ({DEFAULT_MODEL} is not in the download cache), so the "
