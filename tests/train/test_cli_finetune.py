@@ -83,3 +83,20 @@ def test_finetune_refuses_bad_options_in_one_sentence(setup, tmp_path, capsys):
     assert "Trainable part 'image_encoder' is unknown" in err and len(err.strip().splitlines()) == 1
     code = main(["finetune", str(tmp_path), "--checkpoint", str(setup["base"]), "--out", str(tmp_path / "a.safetensors")])
     assert code == 2 and "DAVIS-layout" in capsys.readouterr().err
+
+
+def test_batch_workers_and_the_server_load_the_adapter(setup):
+    from maskvos.adapters import base_fingerprint
+    from maskvos.batch.jobs import ModelSpec, load_worker_model
+    from maskvos.checkpoints import load_model
+    from maskvos.errors import ConfigError
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.serve import build_pool
+
+    plain = base_fingerprint(load_model(setup["base"]))
+    worker = load_worker_model(ModelSpec(str(setup["base"]), "cpu", adapter=str(setup["adapter"])))
+    assert base_fingerprint(worker.model) != plain and "adapter" in worker.name
+    pool = build_pool(None, str(setup["base"]), "cpu", InferenceConfig(resolution=128), lambda _m: None, adapter=str(setup["adapter"]))
+    assert base_fingerprint(pool.default.loaded.model) == base_fingerprint(worker.model)
+    with pytest.raises(ConfigError, match="needs the model it was trained from"):
+        build_pool(None, None, "cpu", InferenceConfig(), lambda _m: None, adapter=str(setup["adapter"]))
