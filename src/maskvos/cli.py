@@ -123,6 +123,15 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
                         "small-hole filling ('on', or settings such as k=3,window=3,holes=0.0001); default off")
 
 
+def _add_adapt_args(parser: argparse.ArgumentParser) -> None:
+    """featmatch's test-time adaptation, for segment and eval-run."""
+    parser.add_argument("--adapt", action="store_true",
+                        help="featmatch only: fit a small per-video head on the prompt frame(s) and fuse it with the "
+                        "matching (test-time adaptation; off by default: it lowered J&F on davis2016-train and on "
+                        "the occlusion stress set, see the README)")
+    parser.add_argument("--adapt-steps", type=int, default=200, metavar="N", help="featmatch --adapt: Adam steps of the fit (default 200)")
+
+
 def _add_execution_args(parser: argparse.ArgumentParser) -> None:
     """Compute dtype and compiled steps, shared by segment, eval-run, batch and serve."""
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
@@ -160,6 +169,22 @@ def _tracking_config(args: argparse.Namespace, **settings) -> tuple:
     return InferenceConfig(**settings, **_execution_settings(args)), lambda: parse_temporal_spec(spec)
 
 
+def _apply_adapt(args: argparse.Namespace, loaded) -> None:
+    """--adapt: switch featmatch's test-time adaptation on for the sessions of this run."""
+    import dataclasses
+
+    from maskvos.backends.featmatch import FeatMatchModel
+    from maskvos.errors import ConfigError
+
+    if not getattr(args, "adapt", False):
+        return
+    if not isinstance(loaded.model, FeatMatchModel):
+        raise ConfigError("--adapt applies to the featmatch backend only; add --model featmatch or drop --adapt.")
+    if args.adapt_steps < 1:
+        raise ConfigError(f"--adapt-steps {args.adapt_steps} is not supported; use 1 or more.")
+    loaded.model.config = dataclasses.replace(loaded.model.config, adapt=True, adapt_steps=args.adapt_steps)
+
+
 def _note(message: str) -> None:
     print(f"maskvos: note: {message}", file=sys.stderr)
 
@@ -190,6 +215,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     needs = frozenset().union(*(p.prompt_types for p in prompts))
     loaded = load_run_model(args.checkpoint or args.model, args.device, needs=needs,
                             allow_fallback=args.checkpoint is None, notify=_note, adapter=args.adapter)
+    _apply_adapt(args, loaded)
     summary = segment_video(
         loaded.model,
         source,
@@ -233,6 +259,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
 
     loaded = load_run_model(args.checkpoint or args.model, args.device, needs=frozenset({"mask"}), allow_fallback=False,
                             notify=_note, adapter=args.adapter)
+    _apply_adapt(args, loaded)
     config, postprocessors = _tracking_config(args, resolution=args.resolution)
     check_execution(loaded.backend, loaded.device, config, notify=_note)
 
@@ -277,6 +304,7 @@ def _add_eval_parsers(sub) -> None:
     er.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     _add_execution_args(er)
     _add_tracking_args(er)
+    _add_adapt_args(er)
     er.add_argument("--stability", action="store_true", help="report flicker and, on a stress set, the stress measures")
     er.set_defaults(func=cmd_eval_run)
     st = sub.add_parser("stress", help="write occlusion and distractor stress sets of a DAVIS-layout dataset",
@@ -343,6 +371,7 @@ def _add_segment_parser(sub) -> None:
     seg.add_argument("--overlap", choices=["score", "order"], default="score",
                      help="who wins a pixel claimed by two objects: the higher score (default) or the later id")
     _add_tracking_args(seg)
+    _add_adapt_args(seg)
     seg.add_argument("--resume", action="store_true", help="continue an interrupted run in the same --out folder")
     seg.add_argument("--fps", type=float, default=24.0, help="frame rate of the overlay preview (default 24)")
     seg.add_argument("--quiet", action="store_true", help="no progress display")
