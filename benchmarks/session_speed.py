@@ -176,9 +176,14 @@ def gpu_matrix(args: argparse.Namespace, tmp: Path) -> list[dict]:
             refs["plain"] = build_reference(name, ckpt, device, size, compiled=False)
             if args.reference_compiled:
                 refs["vos_optimized"] = build_reference(name, ckpt, device, size, compiled=True)
-        for n in args.objects:
+        for i, n in enumerate(args.objects):
             folder = synthetic_jpegs(tmp / f"video-{n}", num_video, n, args.height, args.width)
             masks = synthetic_masks(n, args.height, args.width)
+            if i == 0:  # untimed warm-up of each implementation (CUDA context, kernels chosen, caches)
+                run_ours(ours, folder, masks, 1, InferenceConfig(), device)
+                for ref in refs.values():
+                    if ref is not None:
+                        run_reference(ref, folder, masks, 1, device)
             for dtype_name in args.dtypes:
                 dtype = dtype_by_name(dtype_name)
                 row = {"model": name, "objects": n, "dtype": dtype_name, "resolution": size}
