@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskvos.errors import MaskvosError
+from maskvos.eval.davis import dataset_dirs
 
 COLUMNS = ("source", "prompt", "frame", "points", "box", "obj_id", "out")
 
@@ -218,16 +219,12 @@ def _unique_names(items: list[BatchItem]) -> list[BatchItem]:
 
 
 def _dataset_items(root: Path) -> list[BatchItem]:
-    images = root / "JPEGImages"
-    if (images / "480p").is_dir():
-        images = images / "480p"
-    annotations = root / "Annotations"
-    if (annotations / "480p").is_dir():
-        annotations = annotations / "480p"
-    if not images.is_dir() or not annotations.is_dir():
+    dirs = dataset_dirs(root)
+    if dirs is None:
         raise ManifestError(
             f"Folder '{root}' is not a DAVIS-layout dataset (no JPEGImages/ and Annotations/); pass one, or a CSV or JSON Lines manifest."
         )
+    images, annotations = dirs
     items = []
     for seq in sorted(p for p in images.iterdir() if p.is_dir()):
         ann = annotations / seq.name

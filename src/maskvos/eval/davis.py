@@ -170,6 +170,21 @@ def no_sequences_error(annotations: Path) -> EvalError:
     return EvalError(f"Ground-truth folder '{annotations}' has no sequence subfolders; pass the DAVIS Annotations folder.")
 
 
+def dataset_dirs(root: str | Path) -> tuple[Path, Path] | None:
+    """(images, annotations) folders of a DAVIS-layout dataset root (`JPEGImages[/480p]`,
+    `Annotations[/480p]`); None when either is missing."""
+    root = Path(root)
+    found = []
+    for name in ("JPEGImages", "Annotations"):
+        folder = root / name
+        if (folder / "480p").is_dir():
+            folder = folder / "480p"
+        if not folder.is_dir():
+            return None
+        found.append(folder)
+    return found[0], found[1]
+
+
 def resolve_annotations_dir(gt_dir: str | Path) -> Path:
     """`gt_dir` itself, or `gt_dir/Annotations[/480p]` when gt_dir is a DAVIS dataset root."""
     gt_dir = Path(gt_dir)

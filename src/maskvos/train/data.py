@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from maskvos.errors import MaskvosError
+from maskvos.eval.davis import dataset_dirs
 from maskvos.io.frames import IMAGE_SUFFIXES, natural_key
 from maskvos.io.masks import VOID_LABEL, read_label_map
 
@@ -62,14 +63,10 @@ class TrainSequence:
 def read_dataset(root: str | Path) -> list[TrainSequence]:
     """Every sequence of a DAVIS-layout dataset (frames without an annotation are left out)."""
     root = Path(root)
-    images = root / "JPEGImages"
-    if (images / "480p").is_dir():
-        images = images / "480p"
-    annotations = root / "Annotations"
-    if (annotations / "480p").is_dir():
-        annotations = annotations / "480p"
-    if not images.is_dir() or not annotations.is_dir():
+    dirs = dataset_dirs(root)
+    if dirs is None:
         raise TrainDataError(f"Dataset '{root}' has no JPEGImages and Annotations folders; pass a DAVIS-layout dataset root.")
+    images, annotations = dirs
     sequences = []
     for seq_dir in sorted((p for p in images.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
         ann_dir = annotations / seq_dir.name
