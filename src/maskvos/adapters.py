@@ -72,9 +72,6 @@ def base_fingerprint(model: nn.Module) -> str:
     the identity of a base checkpoint, the same whether it was loaded by name or from a file."""
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
-        if ".lora_" in key:
-            continue
-        key = key.replace(".base.", ".")
         tensor = value.detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{key}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.numpy().tobytes())

@@ -25,7 +25,8 @@ CACHE_VERSION = 1
 
 
 def _frame_signature(seq: TrainSequence) -> list[tuple[str, int, int]]:
-    return [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in seq.frames]
+    stats = [(p.name, p.stat()) for p in seq.frames]
+    return [(name, st.st_size, int(st.st_mtime)) for name, st in stats]
 
 
 class FeatureCache:
