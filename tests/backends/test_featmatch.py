@@ -387,6 +387,47 @@ def test_confident_policy_writes_no_ghost_and_finds_the_object_again(model):
     assert ConfidentPolicy().present(FrameSignals(1.0, confidence=0.8, reference=0.9)) is True
 
 
+def test_absent_floor_is_the_hidden_frames_confidence_and_ends_when_the_object_is_back(model):
+    """While the object is hidden its absent-frame confidences build the floor (the highest of them
+    before the last _FLOOR_LAG frames, once _FLOOR_MIN are there); the floor reaches the policy,
+    and it is gone once the object is found again."""
+    from dataclasses import dataclass
+
+    from maskvos.backends.featmatch import _FLOOR_LAG, _FLOOR_MIN
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.policies import ConfidentPolicy
+
+    @dataclass(frozen=True)
+    class Recording(ConfidentPolicy):
+        seen: list = None  # type: ignore[assignment]
+
+        def present(self, signals):
+            verdict = super().present(signals)
+            self.seen.append((signals, verdict))
+            return verdict
+
+    hide = range(8, 16)
+    frames, truths = hidden_video(hide=hide)
+    policy = Recording(seen=[])
+    session = open_session(model, frames, InferenceConfig(memory_policy=policy))
+    session.add_mask(0, 1, truths[0])
+    by_frame = {}
+    for r in session.propagate():
+        by_frame[r.frame_idx] = [s for s, _ in policy.seen]
+        policy.seen.clear()
+    judged = [t for t in range(1, 24) if t in hide and not session.policy.present(by_frame[t][0])]
+    assert judged, "the object must be judged absent behind the occluder"
+    first = judged[0]
+    floors = {t: by_frame[t][0].absent_floor for t in range(first, 24)}
+    assert all(floors[t] is None for t in range(first, first + _FLOOR_MIN + _FLOOR_LAG)), floors
+    later = [t for t in hide if t >= first + _FLOOR_MIN + _FLOOR_LAG + 1]
+    assert later and all(floors[t] is not None for t in later), floors
+    for t in later:  # the floor is the highest absent confidence before the last _FLOOR_LAG frames
+        older = [by_frame[u][0].confidence for u in range(max(first, t - 10 - _FLOOR_LAG), t - _FLOOR_LAG)]
+        assert floors[t] == max(older), (t, floors[t], older)
+    assert floors[23] is None and 1 not in session._absent, "the floor ends when the object is back"
+
+
 def test_resume_is_exact_with_the_confident_policy_and_hidden_frames(model):
     from maskvos.inference.config import InferenceConfig
 

@@ -364,6 +364,29 @@ def test_confident_admission_rule():
         ConfidentPolicy(scan=0)
 
 
+def test_confident_presence_comes_back_on_a_rise_above_the_absent_floor():
+    """A drop against the recent memories makes an object absent; once absent, a confidence
+    `min_rise` above its absent floor makes it present again, though still below the old reference."""
+    policy = ConfidentPolicy()
+    assert not policy.present(FrameSignals(1.0, confidence=0.55, reference=0.8)), "0.55 < 0.75 x 0.8"
+    assert not policy.present(FrameSignals(1.0, confidence=0.55, reference=0.8, absent_floor=0.52)), "rise 0.03 < 0.04"
+    assert policy.present(FrameSignals(1.0, confidence=0.56, reference=0.8, absent_floor=0.515)), "rise 0.045"
+    assert not policy.present(FrameSignals(1.0, confidence=0.29, reference=0.3, absent_floor=0.1)), "below min_confidence"
+    assert not ConfidentPolicy(min_rise=0.1).present(FrameSignals(1.0, confidence=0.56, reference=0.8, absent_floor=0.5))
+
+
+def test_confident_presence_holds_while_the_object_looks_like_its_recent_memories():
+    """A drop against the prompt does not make an object absent while it still looks like itself
+    on its recent memories (continuity >= min_continuity); without the rule (None) it does."""
+    drop = dict(confidence=0.55, reference=0.8)
+    policy = ConfidentPolicy(min_continuity=0.65)
+    assert policy.present(FrameSignals(1.0, **drop, continuity=0.66))
+    assert not policy.present(FrameSignals(1.0, **drop, continuity=0.64))
+    assert not ConfidentPolicy().present(FrameSignals(1.0, **drop, continuity=0.9)), "off by default"
+    assert policy.admits(FrameSignals(1.0, **drop, continuity=0.7)), "a present object's frame is admitted"
+    assert not policy.present(FrameSignals(1.0, confidence=0.2, reference=0.3, continuity=0.9)), "min_confidence"
+
+
 @pytest.mark.parametrize("scan", [None, 15, 3])
 def test_confident_selection_takes_the_most_recent_memories(scan):
     rng = np.random.default_rng(0 if scan is None else scan)

@@ -48,6 +48,14 @@ _ABSENT_SCORE = math.log(_EPS / (1 - _EPS))
 #: A tracked frame's confidence is compared with the best of the frames admitted within this many
 #: frames before it (long enough that an occluder sliding in over a few frames shows as a drop).
 _REFERENCE_FRAMES = 15
+#: An absent object's floor (`FrameSignals.absent_floor`) is the highest of its confidences on the
+#: _FLOOR_FRAMES frames of its absence before the last _FLOOR_LAG, once there are _FLOOR_MIN of them
+#: (the frames of an occluder sliding in, where it still partly looks like the object, leave the
+#: window; the lag lets an object that comes back over a few frames rise above the floor instead of
+#: lifting it).
+_FLOOR_FRAMES = 10
+_FLOOR_LAG = 2
+_FLOOR_MIN = 3
 #: Prompt-frame background within this many cells of an object is kept at full density.
 _BACKGROUND_MARGIN = 6
 #: An object whose previous-frame mass is below this fraction of its prompted mass counts as lost.
@@ -242,6 +250,7 @@ class _Reading:
 
     probs: torch.Tensor  # (L, N) soft labels
     likeness: torch.Tensor | None  # (objects, N) best affinity to each prompted object's cells
+    continuity: torch.Tensor | None = None  # (objects, N) the same to the object's cells on the recent memories
 
 
 @dataclass(eq=False)
@@ -288,6 +297,8 @@ class FeatMatchSession(SessionBase):
         #: (frame, each object's confidence (NaN: none)) of the tracked frames admitted within
         #: _REFERENCE_FRAMES frames of the last one admitted: what a sudden drop is measured against.
         self._confidences: list[tuple[int, torch.Tensor]] = []
+        #: obj_id -> its confidences on the last _FLOOR_FRAMES + _FLOOR_LAG frames of its current absence.
+        self._absent: dict[int, list[float]] = {}
         self._prompt_cache = None  # ((frames, labels), (keys, labels, mass)) of the prompted frames
         self._basis: torch.Tensor | None = None  # (key_dims, C) projection of the keys
         self._new_prompt_frames: set[int] = set()
@@ -322,6 +333,7 @@ class FeatMatchSession(SessionBase):
         for mem in [*self._prompt_memory.values(), *self._recent.values()]:
             mem.probs = torch.cat([mem.probs[: slot + 1], mem.probs[slot + 2 :]])
         self._confidences = [(t, torch.cat([c[:slot], c[slot + 1 :]])) for t, c in self._confidences]
+        self._absent.pop(obj_id, None)
         if self._previous is not None:
             t, probs = self._previous
             self._previous = (t, torch.cat([probs[: slot + 1], probs[slot + 2 :]]))
@@ -342,6 +354,7 @@ class FeatMatchSession(SessionBase):
                 self._window = None
                 self._previous = None
                 self._confidences.clear()
+                self._absent.clear()
             for frame_idx, frame in self.frames.iterate(first, stop, reverse):
                 result = self._step(frame_idx, frame, reverse)
                 self._last = (frame_idx, step)
@@ -371,6 +384,7 @@ class FeatMatchSession(SessionBase):
             full, probs = self._apply_prompts(full, prompts, h, w)
             self._prompt_memory[frame_idx] = _Memory(frame_idx, keys, probs)
             self._prompt_cache = None
+        self._track_absence(signals, prompts)
         admitted = bool(prompts) or self._admits(signals)
         if self.match.recent_frames > 0:
             mem = _Memory(frame_idx, keys, probs) if admitted else None
@@ -428,16 +442,39 @@ class FeatMatchSession(SessionBase):
     def _signals(self, reading: _Reading) -> list[FrameSignals]:
         """Each object's signals on a tracked frame: presence (the logit of its most likely cell) and
         confidence (its likeness to the prompted object: the best affinity of its cells to the
-        object's prompted cells, weighted by their probability of being the object)."""
+        object's prompted cells, weighted by their probability of being the object), and continuity
+        (the same against the object's cells on the recent memories, within the window)."""
         out = []
-        for i, obj_probs in enumerate(reading.probs[1:]):
+        for i, (obj_id, obj_probs) in enumerate(zip(self.obj_ids, reading.probs[1:])):
             mass = obj_probs.sum()
-            confidence = None
+            confidence = continuity = None
             if reading.likeness is not None and mass > _EPS:
                 confidence = float((reading.likeness[i] * obj_probs).sum() / mass)
+            if reading.continuity is not None and mass > _EPS:
+                continuity = float((reading.continuity[i] * obj_probs).sum() / mass)
             reference = self._reference(i)
-            out.append(FrameSignals(float(torch.logit(obj_probs.max(), eps=_EPS)), confidence=confidence, reference=reference))
+            score = float(torch.logit(obj_probs.max(), eps=_EPS))
+            floor = self._absent_floor(obj_id)
+            out.append(FrameSignals(score, confidence=confidence, reference=reference, absent_floor=floor, continuity=continuity))
         return out
+
+    def _track_absence(self, signals: list[FrameSignals] | None, prompts: dict[int, np.ndarray]) -> None:
+        """Extend each absent object's run of absent-frame confidences; end it for the present and
+        the prompted ones."""
+        if signals is None:
+            return
+        for obj_id, sig in zip(self.obj_ids, signals):
+            if obj_id in prompts or sig.object_score > _ABSENT_SCORE:
+                self._absent.pop(obj_id, None)
+            elif sig.confidence is not None:
+                run = self._absent.setdefault(obj_id, [])
+                run.append(sig.confidence)
+                del run[: -(_FLOOR_FRAMES + _FLOOR_LAG)]
+
+    def _absent_floor(self, obj_id: int) -> float | None:
+        """The object's absent floor (None until it has been absent for _FLOOR_MIN + _FLOOR_LAG frames)."""
+        older = self._absent.get(obj_id, [])[:-_FLOOR_LAG]
+        return max(older) if len(older) >= _FLOOR_MIN else None
 
     def _last_seen(self) -> dict[int, int]:
         """Each object slot's last frame with a confidence in the reference list."""
@@ -498,12 +535,14 @@ class FeatMatchSession(SessionBase):
         cfg = self.match
         k = cfg.top_k
         cand_aff, cand_val = [], []
+        continuity = None
         if self._recent:
             if self._window is None or self._window.labels != num_labels:
                 self._window = _WindowMemory(keys.shape[0], num_labels, h, w, cfg.window_radius, self._capacity, self.model.match_dtype)
                 for mem in self._recent.values():  # WindowMemory.add puts a frame in slot (index % capacity)
                     self._window.add(mem.slot, mem.keys.view(-1, h, w), _pad_labels(mem.probs, num_labels).view(num_labels, h, w))
             top, val = self._window.read(keys.view(-1, h, w), k)
+            continuity = _likeness(top, val)
             cand_aff.append(top)
             cand_val.append(val)
         prompt = self._prompt_bank(frame_idx, num_labels, h, w)
@@ -529,7 +568,7 @@ class FeatMatchSession(SessionBase):
             vals = vals.gather(1, idx.unsqueeze(-1).expand(-1, -1, num_labels))
         weights = torch.softmax(aff / cfg.temperature, dim=1)  # (N, k)
         # Contiguous (L, N): upsampling the transposed layout einsum gives is 9x slower (45 labels, 1080p).
-        return _Reading(torch.einsum("nkl,nk->ln", vals, weights).contiguous(), likeness)
+        return _Reading(torch.einsum("nkl,nk->ln", vals, weights).contiguous(), likeness, continuity)
 
     def _prompt_bank(self, frame_idx: int, num_labels: int, h: int, w: int):
         """Keys (C, M) and labels (M, L) of the prompted frames other than `frame_idx`, with their
@@ -609,6 +648,7 @@ class FeatMatchSession(SessionBase):
             "recent": [mem(m) for m in self._recent.values()],
             "previous": None if self._previous is None else {"frame_idx": self._previous[0], "probs": self._previous[1]},
             "confidences": [{"frame_idx": t, "values": v} for t, v in self._confidences],
+            "absent": {str(o): list(run) for o, run in self._absent.items()},
             "new_prompt_frames": sorted(self._new_prompt_frames),
             "basis": self._basis,
             "last": None if self._last is None else list(self._last),
@@ -644,6 +684,7 @@ class FeatMatchSession(SessionBase):
         previous = state.get("previous")
         self._previous = None if previous is None else (int(previous["frame_idx"]), previous["probs"])
         self._confidences = [(int(c["frame_idx"]), c["values"]) for c in state.get("confidences", [])]
+        self._absent = {int(o): [float(c) for c in run] for o, run in state.get("absent", {}).items()}
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
         self._window = self._prompt_cache = None
         self._basis = basis

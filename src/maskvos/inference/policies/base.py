@@ -38,6 +38,14 @@ class FrameSignals:
         reference: the confidence the object had on its recent memories (featmatch: the highest
             of its retained tracked memories), against which a sudden drop shows; None where there
             is none yet.
+        absent_floor: while the object is judged absent, the highest confidence it had on its last
+            absent frames (featmatch: how much the occluder or background taken for it looks like
+            it); a clear rise above it shows the object is back, even where its look has drifted
+            too far from its last memories for `reference` to say so. None while it is present, or
+            before it has been absent for a few frames.
+        continuity: how much the object looks like itself on its recent memories (featmatch: the
+            best affinity of its pixels to the object's pixels on the recent frames, within the
+            local window); None where the engine has none or there are no recent memories.
         motion: how well the chosen mask agrees with the object's predicted motion (SAMURAI: the
             IoU of its box with the Kalman filter's predicted box); None where no motion model is
             tracked or it is not yet stable.
@@ -53,6 +61,8 @@ class FrameSignals:
     iou: float | None = None
     confidence: float | None = None
     reference: float | None = None
+    absent_floor: float | None = None
+    continuity: float | None = None
     motion: float | None = None
     area: float | None = None
     resolves_distractor: bool = False
