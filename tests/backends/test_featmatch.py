@@ -393,7 +393,7 @@ def test_absent_floor_is_the_hidden_frames_confidence_and_ends_when_the_object_i
     and it is gone once the object is found again."""
     from dataclasses import dataclass
 
-    from maskvos.backends.featmatch import _FLOOR_LAG, _FLOOR_MIN
+    from maskvos.backends.featmatch import _FLOOR_FRAMES, _FLOOR_LAG, _FLOOR_MIN
     from maskvos.inference.config import InferenceConfig
     from maskvos.inference.policies import ConfidentPolicy
 
@@ -423,7 +423,7 @@ def test_absent_floor_is_the_hidden_frames_confidence_and_ends_when_the_object_i
     later = [t for t in hide if t >= first + _FLOOR_MIN + _FLOOR_LAG + 1]
     assert later and all(floors[t] is not None for t in later), floors
     for t in later:  # the floor is the highest absent confidence before the last _FLOOR_LAG frames
-        older = [by_frame[u][0].confidence for u in range(max(first, t - 10 - _FLOOR_LAG), t - _FLOOR_LAG)]
+        older = [by_frame[u][0].confidence for u in range(max(first, t - _FLOOR_FRAMES - _FLOOR_LAG), t - _FLOOR_LAG)]
         assert floors[t] == max(older), (t, floors[t], older)
     assert floors[23] is None and 1 not in session._absent, "the floor ends when the object is back"
 
