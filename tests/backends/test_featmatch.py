@@ -460,3 +460,16 @@ def test_group_topk_and_chunked_matmul_topk_equal_torch(shape, k):
     top, cols = matmul_topk(q, keys, k)
     assert torch.allclose(top, (q @ keys).topk(k, dim=1).values, atol=1e-5)
     assert torch.allclose((q @ keys).gather(1, cols), top, atol=1e-5)
+
+
+def test_matmul_topk_works_in_and_out_of_inference_mode_in_any_order():
+    """Its scratch buffer is reused across calls: one made under torch.inference_mode must not be
+    written outside it (a session run under inference_mode, then a plain call, failed so)."""
+    from maskvos.backends.featmatch_kernels import matmul_topk
+
+    q, keys = torch.randn(300, 16), torch.randn(16, 7000)
+    want = (q @ keys).topk(5, dim=1).values
+    for mode in (True, False, True):
+        with torch.inference_mode(mode):
+            top, _ = matmul_topk(q, keys, 5)
+        assert torch.allclose(top, want, atol=1e-5)

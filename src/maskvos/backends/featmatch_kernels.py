@@ -63,7 +63,9 @@ def matmul_topk(query: torch.Tensor, keys: torch.Tensor, k: int) -> tuple[torch.
     rows = max(64, CHUNK_ELEMENTS // max(m, 1))
     size = min(rows, n) * m
     buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.dtype != dtype or buf.numel() < size:
+    # A buffer made under torch.inference_mode cannot be written outside it (nor one made outside
+    # be used inside without leaving an ordinary tensor behind): keep one of the current mode.
+    if buf is None or buf.dtype != dtype or buf.numel() < size or buf.is_inference() != torch.is_inference_mode_enabled():
         buf = _scratch.buf = torch.empty(size, dtype=dtype)
     buf = buf[:size].view(min(rows, n), m)
     for i in range(0, n, rows):
