@@ -473,3 +473,52 @@ def test_matmul_topk_works_in_and_out_of_inference_mode_in_any_order():
         with torch.inference_mode(mode):
             top, _ = matmul_topk(q, keys, 5)
         assert torch.allclose(top, want, atol=1e-5)
+
+
+def test_drift_signals_follow_the_admitted_frames_and_stop_while_absent(model):
+    """`recent_reference` is the best confidence of the admitted frames within _SUDDEN_FRAMES of the
+    last one, `area_reference` the largest area within _REFERENCE_FRAMES, `area` the object's soft
+    area; both references are None while the object is judged absent (behind the occluder), and
+    the strict policy judges it absent there too."""
+    from dataclasses import dataclass
+
+    from maskvos.backends.featmatch import _REFERENCE_FRAMES, _SUDDEN_FRAMES
+    from maskvos.inference.config import InferenceConfig
+    from maskvos.inference.policies import ConfidentPolicy, StrictConfidentPolicy
+
+    @dataclass(frozen=True)
+    class Recording(ConfidentPolicy):
+        seen: list = None  # type: ignore[assignment]
+
+        def present(self, signals):
+            verdict = super().present(signals)
+            self.seen.append((signals, verdict))
+            return verdict
+
+    hide = range(8, 16)
+    frames, truths = hidden_video(hide=hide)
+    policy = Recording(seen=[])
+    session = open_session(model, frames, InferenceConfig(memory_policy=policy))
+    session.add_mask(0, 1, truths[0])
+    by_frame, admitted = {}, {}
+    for r in session.propagate():
+        if r.frame_idx:
+            by_frame[r.frame_idx] = policy.seen[-1]
+        policy.seen.clear()
+        admitted = {**admitted, **{t: by_frame[t][0] for t in session._recent if t in by_frame}}
+    absent = [t for t, (_, verdict) in by_frame.items() if not verdict]
+    assert absent and set(absent) <= set(hide), absent
+    for t, (sig, _) in by_frame.items():
+        assert sig.area is not None and sig.area > 0
+        before = [u for u in admitted if u < t]
+        if t - 1 in absent:
+            assert sig.recent_reference is None and sig.area_reference is None, t
+        elif before:
+            last = max(before)
+            assert sig.recent_reference == max(admitted[u].confidence for u in before if last - u < _SUDDEN_FRAMES), t
+            assert sig.area_reference == max(admitted[u].area for u in before if last - u < _REFERENCE_FRAMES), t
+    strict = open_session(model, frames, InferenceConfig(memory_policy="confident-strict"))
+    assert strict.policy == StrictConfidentPolicy()
+    strict.add_mask(0, 1, truths[0])
+    hidden_area = [r.masks[0].numpy().sum() / truths[0].sum() for r in strict.propagate() if r.frame_idx in hide]
+    assert max(hidden_area) < 0.05, hidden_area

@@ -211,9 +211,10 @@ def test_outputs_not_admitted_are_never_selected_and_not_taken_for_evicted():
 
 # ------------------------------------------------------------------------------------------ configuration
 def test_policies_by_name_and_as_objects():
-    assert POLICY_NAMES == ("sam2", "confident", "samurai", "sam2long", "dam4sam")
+    assert POLICY_NAMES == ("sam2", "confident", "confident-strict", "samurai", "sam2long", "dam4sam")
     assert get_policy("samurai") == SamuraiPolicy()
     assert get_policy("confident") == ConfidentPolicy()
+    assert get_policy("confident-strict").max_shrink is None and ConfidentPolicy().max_shrink == 0.5
     assert get_policy("sam2") == SAM2Policy()
     config = InferenceConfig()
     assert config.memory_policy == SAM2Policy() and "memory_policy=SAM2Policy()" in repr(config)
@@ -385,6 +386,24 @@ def test_confident_presence_holds_while_the_object_looks_like_its_recent_memorie
     assert not ConfidentPolicy().present(FrameSignals(1.0, **drop, continuity=0.9)), "off by default"
     assert policy.admits(FrameSignals(1.0, **drop, continuity=0.7)), "a present object's frame is admitted"
     assert not policy.present(FrameSignals(1.0, confidence=0.2, reference=0.3, continuity=0.9)), "min_confidence"
+
+
+def test_confident_presence_holds_through_a_gradual_drift_that_keeps_the_area():
+    """With max_shrink, a drop below min_relative x reference is a drift of the object's look (it
+    stays present) when it was gradual (not below min_relative x its last few memories) and its area
+    kept more than max_shrink x its recent area; a sudden drop or a shrunk area makes it absent, and
+    an object already judged absent (no recent references) comes back only by the strict rules."""
+    policy = ConfidentPolicy()
+    drift = dict(confidence=0.55, reference=0.8, recent_reference=0.6, area_reference=100.0, continuity=0.7)
+    assert policy.present(FrameSignals(1.0, **drift, area=60.0)), "gradual, area kept: a drift"
+    assert not policy.present(FrameSignals(1.0, **drift, area=50.0)), "area halved: covered"
+    assert not policy.present(FrameSignals(1.0, **{**drift, "recent_reference": 0.74}, area=90.0)), "0.55 < 0.75 x 0.74: sudden"
+    assert policy.present(FrameSignals(1.0, **{**drift, "recent_reference": 0.73}, area=90.0))
+    assert not policy.present(FrameSignals(1.0, confidence=0.55, reference=0.8, area=90.0)), "judged absent: strict"
+    assert not ConfidentPolicy(max_shrink=None).present(FrameSignals(1.0, **drift, area=90.0)), "off: the drop rule alone"
+    assert not policy.present(FrameSignals(1.0, **{**drift, "confidence": 0.29}, area=90.0)), "min_confidence"
+    assert policy.admits(FrameSignals(1.0, **drift, area=60.0)), "a present object's frame is admitted"
+    assert not policy.present(FrameSignals(1.0, **{**drift, "continuity": 0.59}, area=90.0)), "unlike its last frames"
 
 
 @pytest.mark.parametrize("scan", [None, 15, 3])

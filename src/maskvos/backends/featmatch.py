@@ -48,6 +48,8 @@ _ABSENT_SCORE = math.log(_EPS / (1 - _EPS))
 #: A tracked frame's confidence is compared with the best of the frames admitted within this many
 #: frames before it (long enough that an occluder sliding in over a few frames shows as a drop).
 _REFERENCE_FRAMES = 15
+#: ... and with the best of those within this many frames (a sudden drop, whatever the area).
+_SUDDEN_FRAMES = 3
 #: An absent object's floor (`FrameSignals.absent_floor`) is the highest of its confidences on the
 #: _FLOOR_FRAMES frames of its absence before the last _FLOOR_LAG, once there are _FLOOR_MIN of them
 #: (the frames of an occluder sliding in, where it still partly looks like the object, leave the
@@ -294,9 +296,10 @@ class FeatMatchSession(SessionBase):
         self._capacity = max(self.match.recent_frames, 1)
         self._window: _WindowMemory | None = None  # the recent frames laid out for matching, by slot
         self._previous: tuple[int, torch.Tensor] | None = None  # (frame, soft labels (L, N)) tracked last
-        #: (frame, each object's confidence (NaN: none)) of the tracked frames admitted within
-        #: _REFERENCE_FRAMES frames of the last one admitted: what a sudden drop is measured against.
-        self._confidences: list[tuple[int, torch.Tensor]] = []
+        #: (frame, each object's confidence (NaN: none), each object's area in cells) of the tracked
+        #: frames admitted within _REFERENCE_FRAMES frames of the last one admitted: what a drop is
+        #: measured against.
+        self._confidences: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         #: obj_id -> its confidences on the last _FLOOR_FRAMES + _FLOOR_LAG frames of its current absence.
         self._absent: dict[int, list[float]] = {}
         self._prompt_cache = None  # ((frames, labels), (keys, labels, mass)) of the prompted frames
@@ -332,7 +335,9 @@ class FeatMatchSession(SessionBase):
             prompts.pop(obj_id, None)
         for mem in [*self._prompt_memory.values(), *self._recent.values()]:
             mem.probs = torch.cat([mem.probs[: slot + 1], mem.probs[slot + 2 :]])
-        self._confidences = [(t, torch.cat([c[:slot], c[slot + 1 :]])) for t, c in self._confidences]
+        self._confidences = [
+            (t, torch.cat([c[:slot], c[slot + 1 :]]), torch.cat([a[:slot], a[slot + 1 :]])) for t, c, a in self._confidences
+        ]
         self._absent.pop(obj_id, None)
         if self._previous is not None:
             t, probs = self._previous
@@ -391,13 +396,14 @@ class FeatMatchSession(SessionBase):
             self._remember(mem, frame_idx, reverse, (c, h, w))
         if admitted and signals is not None and not prompts:
             values = [math.nan if g.confidence is None or g.object_score <= _ABSENT_SCORE else g.confidence for g in signals]
-            self._confidences.append((frame_idx, torch.tensor(values, dtype=torch.float64)))
+            areas = [math.nan if g.area is None else g.area for g in signals]
+            self._confidences.append((frame_idx, torch.tensor(values, dtype=torch.float64), torch.tensor(areas, dtype=torch.float64)))
             self._confidences = [e for e in self._confidences if e[1].isfinite().any()]
             # An object's reference: its values within _REFERENCE_FRAMES frames of the last frame it
             # was seen on, however long it then stays hidden; older entries go.
             last = self._last_seen()
             self._confidences = [
-                (t, v) for t, v in self._confidences
+                (t, v, a) for t, v, a in self._confidences
                 if any(bool(v[i].isfinite()) and abs(last[i] - t) < _REFERENCE_FRAMES for i in range(len(v)))
             ]
         self._previous = (frame_idx, probs)
@@ -455,7 +461,13 @@ class FeatMatchSession(SessionBase):
             reference = self._reference(i)
             score = float(torch.logit(obj_probs.max(), eps=_EPS))
             floor = self._absent_floor(obj_id)
-            out.append(FrameSignals(score, confidence=confidence, reference=reference, absent_floor=floor, continuity=continuity))
+            # While the object is absent its recent area says nothing of what is taken for it now.
+            absent = obj_id in self._absent
+            out.append(FrameSignals(
+                score, confidence=confidence, reference=reference, absent_floor=floor, continuity=continuity,
+                area=float(mass), area_reference=None if absent else self._reference(i, area=True),
+                recent_reference=None if absent else self._reference(i, _SUDDEN_FRAMES),
+            ))
         return out
 
     def _track_absence(self, signals: list[FrameSignals] | None, prompts: dict[int, np.ndarray]) -> None:
@@ -479,20 +491,21 @@ class FeatMatchSession(SessionBase):
     def _last_seen(self) -> dict[int, int]:
         """Each object slot's last frame with a confidence in the reference list."""
         last: dict[int, int] = {}
-        for t, values in self._confidences:  # in the order the frames were tracked
+        for t, values, _ in self._confidences:  # in the order the frames were tracked
             for i in range(len(values)):
                 if bool(values[i].isfinite()):
                     last[i] = t
         return last
 
-    def _reference(self, i: int) -> float | None:
-        """The best confidence of object slot `i` within _REFERENCE_FRAMES frames of the last frame it
-        was seen on (None before it has been seen on a tracked frame)."""
-        seen = [(t, float(v[i])) for t, v in self._confidences if i < len(v) and bool(v[i].isfinite())]
+    def _reference(self, i: int, frames: int = _REFERENCE_FRAMES, area: bool = False) -> float | None:
+        """The best confidence (`area`: the largest area) of object slot `i` within `frames` frames
+        of the last frame it was seen on (None before it has been seen on a tracked frame)."""
+        seen = [(t, float(a[i] if area else v[i])) for t, v, a in self._confidences if i < len(v) and bool(v[i].isfinite())]
         if not seen:
             return None
         last = seen[-1][0]
-        return max(c for t, c in seen if abs(last - t) < _REFERENCE_FRAMES)
+        near = [c for t, c in seen if abs(last - t) < frames and not math.isnan(c)]
+        return max(near) if near else None
 
     def _judge_presence(self, probs: torch.Tensor, signals: list[FrameSignals]) -> tuple[torch.Tensor, list[FrameSignals]]:
         """Objects the memory policy judges absent (`MemoryPolicy.present`) lose their labels to the
@@ -647,7 +660,7 @@ class FeatMatchSession(SessionBase):
             "prompt_memory": [mem(m) for m in self._prompt_memory.values()],
             "recent": [mem(m) for m in self._recent.values()],
             "previous": None if self._previous is None else {"frame_idx": self._previous[0], "probs": self._previous[1]},
-            "confidences": [{"frame_idx": t, "values": v} for t, v in self._confidences],
+            "confidences": [{"frame_idx": t, "values": v, "areas": a} for t, v, a in self._confidences],
             "absent": {str(o): list(run) for o, run in self._absent.items()},
             "new_prompt_frames": sorted(self._new_prompt_frames),
             "basis": self._basis,
@@ -683,7 +696,10 @@ class FeatMatchSession(SessionBase):
         }
         previous = state.get("previous")
         self._previous = None if previous is None else (int(previous["frame_idx"]), previous["probs"])
-        self._confidences = [(int(c["frame_idx"]), c["values"]) for c in state.get("confidences", [])]
+        self._confidences = [
+            (int(c["frame_idx"]), c["values"], c.get("areas", torch.full_like(c["values"], math.nan)))
+            for c in state.get("confidences", [])
+        ]
         self._absent = {int(o): [float(c) for c in run] for o, run in state.get("absent", {}).items()}
         self._new_prompt_frames = {int(t) for t in state["new_prompt_frames"]}
         self._window = self._prompt_cache = None

@@ -16,14 +16,14 @@ from maskvos.inference.policies.base import (
     MemoryPolicy,
     MemoryWindow,
 )
-from maskvos.inference.policies.confident import ConfidentPolicy
+from maskvos.inference.policies.confident import ConfidentPolicy, StrictConfidentPolicy
 from maskvos.inference.policies.dam4sam import DAM4SAMPolicy
 from maskvos.inference.policies.sam2 import SAM2Policy
 from maskvos.inference.policies.sam2long import SAM2LongPolicy
 from maskvos.inference.policies.samurai import SamuraiPolicy
 
 _POLICIES: dict[str, type[MemoryPolicy]] = {
-    p.name: p for p in (SAM2Policy, ConfidentPolicy, SamuraiPolicy, SAM2LongPolicy, DAM4SAMPolicy)
+    p.name: p for p in (SAM2Policy, ConfidentPolicy, StrictConfidentPolicy, SamuraiPolicy, SAM2LongPolicy, DAM4SAMPolicy)
 }
 #: The names `get_policy` knows.
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICIES)
@@ -42,6 +42,7 @@ __all__ = [
     "SAM2LongPolicy",
     "SAM2Policy",
     "SamuraiPolicy",
+    "StrictConfidentPolicy",
     "get_policy",
 ]
 

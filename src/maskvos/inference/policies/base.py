@@ -50,11 +50,17 @@ class FrameSignals:
             IoU of its box with the Kalman filter's predicted box); None where no motion model is
             tracked or it is not yet stable.
         area: foreground pixels of the chosen mask at model-input size, where a policy asked for
-            the candidates' masks (0: an empty mask); None otherwise.
+            the candidates' masks (0: an empty mask); featmatch: the object's soft area in matching
+            cells (the sum of its probabilities); None otherwise.
         resolves_distractor: the policy judged the frame one that tells the object from a
             look-alike (DAM4SAM: a confident, stable mask whose alternatives reveal a distractor).
         candidate: which of the decoder's candidates the output is, where a policy chose it (a
             rebuild of an evicted memory takes the same one again).
+        recent_reference: the confidence of the object's last few memories (featmatch: the best on
+            the tracked memories within 3 frames of the last one), against which a drop within a
+            few frames shows; None where there is none, or while the object is judged absent.
+        area_reference: the object's area on its recent memories (featmatch: the largest within the
+            frames `reference` spans); None where there is none, or while it is judged absent.
     """
 
     object_score: float
@@ -67,6 +73,8 @@ class FrameSignals:
     area: float | None = None
     resolves_distractor: bool = False
     candidate: int | None = None
+    recent_reference: float | None = None
+    area_reference: float | None = None
 
 
 @dataclass(frozen=True)
