@@ -405,3 +405,18 @@ def test_cropped_measures_equal_full_frame_ones(tmp_path):
             f = only(report, "edges", obj_id).flicker
             assert (f.changed, f.stable, f.pairs) == (changed.sum(), stable.sum(), hi - lo - 1)
             assert f.changed > 0
+
+
+def test_redetection_ratio_needs_an_unoccluded_run_that_tracked_the_object():
+    """A ratio to the unoccluded run's J is given only where that run tracked the object (mean J >=
+    RECOVER_J over the window): where it had lost it too, a J near 0 would blow the ratio up."""
+    from maskvos.eval.stability import RECOVER_J, redetection
+
+    stems = [f"{i:05d}" for i in range(20)]
+    j = [0.0] * 5 + [0.8] * 15
+    tracked = dict.fromkeys(stems, 0.9)
+    lost = dict.fromkeys(stems, 0.05)
+    assert redetection(stems, j, "00005", tracked)[1] == pytest.approx(0.8 / 0.9)
+    assert redetection(stems, j, "00005", lost)[1] is None
+    edge = dict.fromkeys(stems, RECOVER_J)
+    assert redetection(stems, j, "00005", edge)[1] == pytest.approx(0.8 / RECOVER_J)

@@ -191,7 +191,8 @@ def redetection(
 
     Returns:
         The mean J over the `window` frames from `reappear`; that divided by the plain run's mean J on
-        the same stems (None without plain values, or when the plain mean is 0); the number of frames
+        the same stems (None without plain values, or when the plain mean is below `recover_j`: the
+        unoccluded run itself lost the object there, and a ratio to a J near 0 says nothing); the number of frames
         from `reappear` to the first with J >= recover_j (None if none). All None when reappear is None.
     """
     if reappear is None:
@@ -211,7 +212,7 @@ def redetection(
         if common:
             plain_mean = float(np.mean([plain_j[span[i]] for i in common]))
             stress_common = float(np.mean([j[r + i] for i in common]))
-            ratio = stress_common / plain_mean if plain_mean > 0 else None
+            ratio = stress_common / plain_mean if plain_mean >= recover_j else None
     hits = np.flatnonzero(j[r:] >= recover_j)
     recover = int(hits[0]) if hits.size else None
     return stress_mean, ratio, recover

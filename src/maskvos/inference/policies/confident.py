@@ -67,7 +67,7 @@ class ConfidentPolicy(MemoryPolicy):
             cent at a time, keeping the area and a continuity of 0.65 to 0.75, where the occluders
             of the stress sets took 1 to 5 frames and left 0.03 to 0.57. None (`confident-strict`):
             every such drop makes the object absent. Measured (featmatch, davis2016-train): plain
-            J&F 0.637 to 0.751; behind a 40-frame occluder J&F 0.836 to 0.813, the false-positive
+            J&F 0.637 to 0.751; behind a 40-frame occluder J&F 0.837 to 0.813, the false-positive
             area while hidden 0.000 to 0.096 (one of 15: bus, where the occluder taken for the bus
             grows its mask gradually and keeps looking like its last frames).
         drift_continuity: the continuity a drift needs (see `max_shrink`).
