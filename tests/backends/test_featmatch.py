@@ -3,6 +3,8 @@ session interface, and the CLI paths (explicit `--model featmatch` and the offli
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from maskvos.backends.featmatch import FeatMatchConfig, FeatMatchModel, FeatMatc
 from maskvos.backends.lite0 import Lite0Features, load_lite0
 from maskvos.cli import main
 from maskvos.eval.metrics import region_similarity
-from maskvos.inference.policies import FrameSignals
+from maskvos.inference.policies import ConfidentPolicy, FrameSignals
 from maskvos.inference.prompts import PromptError
 from maskvos.inference.session import SessionError
 from maskvos.io.masks import read_label_map, write_label_map
@@ -387,28 +389,28 @@ def test_confident_policy_writes_no_ghost_and_finds_the_object_again(model):
     assert ConfidentPolicy().present(FrameSignals(1.0, confidence=0.8, reference=0.9)) is True
 
 
+@dataclass(frozen=True)
+class RecordingConfident(ConfidentPolicy):
+    """The confident policy, keeping each (signals, verdict) its `present` was asked."""
+
+    seen: list = None  # type: ignore[assignment]
+
+    def present(self, signals):
+        verdict = super().present(signals)
+        self.seen.append((signals, verdict))
+        return verdict
+
+
 def test_absent_floor_is_the_hidden_frames_confidence_and_ends_when_the_object_is_back(model):
     """While the object is hidden its absent-frame confidences build the floor (the highest of them
     before the last _FLOOR_LAG frames, once _FLOOR_MIN are there); the floor reaches the policy,
     and it is gone once the object is found again."""
-    from dataclasses import dataclass
-
     from maskvos.backends.featmatch import _FLOOR_FRAMES, _FLOOR_LAG, _FLOOR_MIN
     from maskvos.inference.config import InferenceConfig
-    from maskvos.inference.policies import ConfidentPolicy
-
-    @dataclass(frozen=True)
-    class Recording(ConfidentPolicy):
-        seen: list = None  # type: ignore[assignment]
-
-        def present(self, signals):
-            verdict = super().present(signals)
-            self.seen.append((signals, verdict))
-            return verdict
 
     hide = range(8, 16)
     frames, truths = hidden_video(hide=hide)
-    policy = Recording(seen=[])
+    policy = RecordingConfident(seen=[])
     session = open_session(model, frames, InferenceConfig(memory_policy=policy))
     session.add_mask(0, 1, truths[0])
     by_frame = {}
@@ -480,24 +482,13 @@ def test_drift_signals_follow_the_admitted_frames_and_stop_while_absent(model):
     last one, `area_reference` the largest area within _REFERENCE_FRAMES, `area` the object's soft
     area; both references are None while the object is judged absent (behind the occluder), and
     the strict policy judges it absent there too."""
-    from dataclasses import dataclass
-
     from maskvos.backends.featmatch import _REFERENCE_FRAMES, _SUDDEN_FRAMES
     from maskvos.inference.config import InferenceConfig
-    from maskvos.inference.policies import ConfidentPolicy, StrictConfidentPolicy
-
-    @dataclass(frozen=True)
-    class Recording(ConfidentPolicy):
-        seen: list = None  # type: ignore[assignment]
-
-        def present(self, signals):
-            verdict = super().present(signals)
-            self.seen.append((signals, verdict))
-            return verdict
+    from maskvos.inference.policies import StrictConfidentPolicy
 
     hide = range(8, 16)
     frames, truths = hidden_video(hide=hide)
-    policy = Recording(seen=[])
+    policy = RecordingConfident(seen=[])
     session = open_session(model, frames, InferenceConfig(memory_policy=policy))
     session.add_mask(0, 1, truths[0])
     by_frame, admitted = {}, {}
