@@ -363,6 +363,8 @@ def test_confident_admission_rule():
     assert policy.admits(FrameSignals(0.1)), "signals an engine lacks do not count against a frame"
     with pytest.raises(ConfigError, match="scan 0 is not supported"):
         ConfidentPolicy(scan=0)
+    with pytest.raises(ConfigError, match=r"max_shrink 0 is not supported; use None"):
+        ConfidentPolicy(max_shrink=0)
 
 
 def test_confident_presence_comes_back_on_a_rise_above_the_absent_floor():

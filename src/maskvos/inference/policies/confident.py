@@ -89,6 +89,9 @@ class ConfidentPolicy(MemoryPolicy):
     def __post_init__(self) -> None:
         if self.scan is not None and self.scan < 1:
             raise ConfigError(f"ConfidentPolicy scan {self.scan} is not supported; use None (no limit) or 1 or more.")
+        if self.max_shrink is not None and not 0 < self.max_shrink <= 1:
+            raise ConfigError(f"ConfidentPolicy max_shrink {self.max_shrink} is not supported; use None (no drift rule) "
+                              "or a fraction of the recent area in (0, 1].")
 
     def admits(self, signals: FrameSignals) -> bool:
         if signals.object_score <= self.min_object_score:
@@ -101,8 +104,9 @@ class ConfidentPolicy(MemoryPolicy):
         """An object whose pixels look too little like the prompted object is judged absent (an
         occluder or background taken for it): a matching confidence below `min_confidence`, or below
         `min_relative` times the confidence of its recent memories (a sudden drop; a slow change of
-        appearance keeps the ratio near 1, as the memories follow it). An object judged absent is
-        present again once its confidence rises `min_rise` above its absent floor."""
+        appearance keeps the ratio near 1, as the memories follow it), unless the drop is a drift
+        (`max_shrink`). An object judged absent is present again once its confidence rises
+        `min_rise` above its absent floor."""
         c = signals.confidence
         if c is None:
             return True
@@ -119,8 +123,9 @@ class ConfidentPolicy(MemoryPolicy):
     def _drifted(self, signals: FrameSignals) -> bool:
         """Whether a present object's drop below `min_relative` times its reference is a drift of
         its look rather than something else taken for it (`max_shrink`): the drop was not sudden
-        (not below `min_relative` times its last few memories) and its area kept more than
-        `max_shrink` times its recent area."""
+        (not below `min_relative` times its last few memories), it still looks like its recent
+        memories (continuity at least `drift_continuity`) and its area kept more than `max_shrink`
+        times its recent area."""
         if self.max_shrink is None or signals.area_reference is None or signals.recent_reference is None:
             return False
         if signals.confidence < self.min_relative * signals.recent_reference:
